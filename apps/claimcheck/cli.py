@@ -1,0 +1,210 @@
+"""The ``claimcheck`` command: one subcommand per component, plus demo and status.
+
+Seed-compatible knobs are read from the environment too (``MSG_SIZE``, ``COUNT``, ``VERIFY``,
+``RECIPIENT``, ``RECIPIENTS``), so ``make producer MSG_SIZE=1MB COUNT=5 VERIFY=1`` works.
+"""
+
+import json
+import re
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import click
+
+from claimcheck import logsetup, store, topology
+from claimcheck.broker import BrokerSession
+from claimcheck.config import settings
+from claimcheck.protocol import RESERVED_RECIPIENTS
+from claimcheck.sizes import format_size, parse_size
+
+_RECIPIENT = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_JOB = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _recipients(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise click.BadParameter("at least one recipient is required")
+    for name in names:
+        if not _RECIPIENT.match(name):
+            raise click.BadParameter(f"invalid recipient {name!r}: use lowercase letters, digits and '-'")
+        if name in RESERVED_RECIPIENTS:
+            raise click.BadParameter(f"recipient name {name!r} is reserved")
+    if len(set(names)) != len(names):
+        raise click.BadParameter("recipients must not repeat")
+    return names
+
+
+def _recipient(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    names = _recipients(ctx, param, value)
+    if len(names) != 1:
+        raise click.BadParameter(f"exactly one recipient expected, got {value!r}")
+    return names[0]
+
+
+def _job(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not _JOB.match(value):
+        raise click.BadParameter(f"invalid job {value!r}: letters, digits, '.', '_' and '-' only")
+    return value
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def _emit(document: dict[str, Any]) -> None:
+    click.echo(json.dumps(document, sort_keys=True))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="claimcheck")
+def main() -> None:
+    """Claim-check offloading for RabbitMQ: payloads in S3, pointers on the broker,
+    deletion once every recipient confirmed."""
+
+
+@main.command()
+@click.option("--job", callback=_job, envvar="JOB", help="Job id (default: a new run-... id).")
+@click.option("--count", type=click.IntRange(min=1, max=1_000_000), default=5, envvar="COUNT", show_default=True)
+@click.option("--size", "size", default="1MB", envvar="MSG_SIZE", callback=_size, show_default=True,
+              help="Payload size: 64KB, 1MB, 1MiB, 2GB ...")
+@click.option("--recipients", default="billing,audit", envvar="RECIPIENTS", callback=_recipients,
+              show_default=True, help="Comma-separated recipient groups that must each confirm.")
+@click.option("--verify/--no-verify", default=False, envvar="VERIFY",
+              help="Wait until every object is confirmed by all recipients and deleted.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
+              help="Seconds --verify waits.")
+@click.option("--parallelism", type=click.IntRange(1, 64), default=2, show_default=True, help="Concurrent uploads.")
+def producer(job: str | None, count: int, size: int, recipients: list[str], verify: bool, timeout: float,
+             parallelism: int) -> None:
+    """Generate, gzip and store payloads, publish their pointers."""
+    from claimcheck import producer as producing
+    from claimcheck.progress import wait_for
+
+    config = settings()
+    logsetup.configure(config.log_level, "producer")
+    job = job or producing.new_job_id()
+    click.echo(f"job {job}: producing {count} x {format_size(size)} for recipients {', '.join(recipients)}")
+    report = producing.run(config, job, count, size, recipients, parallelism)
+    click.echo(
+        f"published {report.count} pointers in {report.seconds:.2f} s "
+        f"(payload {format_size(report.payload_bytes)}, stored gzip {format_size(report.object_bytes)})"
+    )
+    summary: dict[str, Any] = {"job": job, "published": report.count, "payload_bytes": report.payload_bytes,
+                               "object_bytes": report.object_bytes}
+    if verify:
+        started = time.monotonic()
+        progress = wait_for(config.coordinator_url, job, lambda p: p["deleted"] >= report.count, timeout)
+        leftovers = len(store.list_keys(store.client(config), config.s3_bucket, f"{job}/"))
+        summary |= {
+            "acked": (progress or {}).get("acked", {}),
+            "deleted": (progress or {}).get("deleted", 0),
+            "leftover_objects": leftovers,
+            "verify_seconds": round(time.monotonic() - started, 3),
+        }
+        ok = summary["deleted"] == report.count and leftovers == 0
+        click.echo(
+            f"verify: {summary['deleted']}/{report.count} deleted after confirmation by every recipient, "
+            f"acks per recipient {summary['acked']}, {leftovers} objects left in s3 -> {'OK' if ok else 'FAILED'}"
+        )
+        _emit(summary)
+        if not ok:
+            sys.exit(1)
+        return
+    _emit(summary)
+
+
+@main.command()
+@click.option("--recipient", default="billing", envvar="RECIPIENT", callback=_recipient, show_default=True,
+              help="The recipient group this replica belongs to.")
+@click.option("--job", callback=_job, help="With --expect: the job to wait for.")
+@click.option("--expect", type=click.IntRange(min=1), help="Exit once this many objects of --job are deleted.")
+@click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Payloads verified concurrently (also the prefetch).")
+@click.option("--hook", help="Processing hook as module:function, called with (pointer, payload stream).")
+def consumer(recipient: str, job: str | None, expect: int | None, workers: int, hook: str | None) -> None:
+    """Consume pointers of one recipient group, verify payloads, send business ACKs."""
+    from claimcheck.consumer import RecipientConsumer, load_hook, noop_hook, wait_for_job
+
+    if (job is None) != (expect is None):
+        raise click.UsageError("--job and --expect go together")
+    config = settings()
+    logsetup.configure(config.log_level, f"consumer[{recipient}]")
+    try:
+        processing = load_hook(hook) if hook else noop_hook
+    except (ValueError, ImportError, AttributeError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--hook") from None
+    stop = _stop_on_signals()
+    replica = RecipientConsumer(config, recipient, processing, workers)
+    if job is not None and expect is not None:
+        threading.Thread(target=wait_for_job, args=(config.coordinator_url, job, expect, stop), daemon=True).start()
+    replica.run(stop)
+    _emit(vars(replica.stats))
+
+
+@main.command()
+@click.option("--http-port", type=click.IntRange(0, 65535), envvar="CLAIMCHECK_HTTP_PORT", default=38080,
+              show_default=True, help="Port of the health, readiness and progress endpoint (0: none).")
+def coordinator(http_port: int) -> None:
+    """Count business ACKs in the ledger and delete objects every recipient confirmed."""
+    from claimcheck.coordinator import Coordinator
+
+    config = settings()
+    logsetup.configure(config.log_level, "coordinator")
+    Coordinator(config).run(_stop_on_signals(), http_port or None)
+
+
+@main.command()
+def migrate() -> None:
+    """Apply the ledger's schema migrations and exit."""
+    from claimcheck.schema import migrate as apply
+
+    applied = apply(settings().database_url)
+    click.echo(f"applied migrations {applied}" if applied else "ledger schema is up to date")
+
+
+@main.command(name="topology")
+@click.option("--recipients", default="billing,audit", envvar="RECIPIENTS", callback=_recipients, show_default=True)
+def declare_topology(recipients: list[str]) -> None:
+    """Declare the exchanges and quorum queues, including the recipients' queues."""
+    config = settings()
+    session = BrokerSession(config.amqp_url, lambda channel: topology.declare(channel, recipients))
+    session.channel()
+    session.close()
+    click.echo(f"declared topology for recipients {', '.join(recipients)}")
+
+
+@main.command()
+@click.option("--job", callback=_job, help="Only this job.")
+def status(job: str | None) -> None:
+    """Print the ledger: objects per job and state, ACKs per recipient."""
+    from claimcheck.report import ledger_report
+
+    click.echo(ledger_report(settings().database_url, job))
+
+
+@main.command()
+@click.option("--count", type=click.IntRange(min=1, max=10_000), default=5, envvar="COUNT", show_default=True)
+@click.option("--size", "size", default="1MB", envvar="MSG_SIZE", callback=_size, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=1), default=180.0, show_default=True)
+def demo(count: int, size: int, timeout: float) -> None:
+    """Run coordinator, consumers of two recipient groups and a producer; print what happened."""
+    from claimcheck.demo import run_demo
+
+    summary = run_demo(settings(), count, size, timeout)
+    _emit(summary)
+    if summary["deleted"] != summary["published"] or summary["leftover_objects"] != 0:
+        sys.exit(1)

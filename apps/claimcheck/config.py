@@ -1,0 +1,33 @@
+"""Settings shared by every component, read from ``CLAIMCHECK_*`` environment variables.
+
+Defaults point at the local stack that ``make up`` starts (ports in docs/interfaces.md).
+"""
+
+from functools import lru_cache
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where the services are and how to reach them."""
+
+    model_config = SettingsConfigDict(env_prefix="CLAIMCHECK_", extra="ignore")
+
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:35672/%2F"
+    s3_endpoint_url: str = "http://127.0.0.1:38333"
+    s3_access_key_id: str = "claimcheck"
+    s3_secret_access_key: str = "claimcheck-secret"
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "claimcheck"
+    database_url: str = "postgresql://claimcheck:claimcheck@127.0.0.1:35432/claimcheck"
+    coordinator_url: str = "http://127.0.0.1:38080"
+    http_port: int = 38080
+    log_level: str = "INFO"
+    # Seconds a publisher waits for a broker confirm before retrying on a fresh channel.
+    confirm_timeout: float = 15.0
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,151 @@
+"""Consume, verify and ack steps: one replica of a recipient group.
+
+The connection thread only decodes pointers and acknowledges; the slow part (download,
+decompress, verify, process) runs in worker threads so heartbeats keep flowing. Only after the
+business ACK is confirmed by the broker is the pointer's delivery acknowledged: a crash at any
+point makes the broker redeliver the pointer, and the ledger absorbs the duplicate ACK.
+"""
+
+import importlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import IO
+
+from claimcheck import metrics, store, topology
+from claimcheck.broker import BrokerSession
+from claimcheck.config import Settings
+from claimcheck.consuming import ConsumerLoop, Delivery
+from claimcheck.deadletter import dead_letter
+from claimcheck.progress import fetch_progress
+from claimcheck.protocol import Ack, InvalidMessage, Pointer, decode, now
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[Pointer, IO[bytes]], None]
+
+
+def noop_hook(pointer: Pointer, payload: IO[bytes]) -> None:
+    """The default processing hook: the payload was verified, nothing more to do."""
+
+
+def load_hook(spec: str) -> Hook:
+    """Import a hook given as ``package.module:function``."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"invalid hook {spec!r}: expected module:function")
+    hook = getattr(importlib.import_module(module_name), attribute)
+    if not callable(hook):
+        raise ValueError(f"hook {spec!r} is not callable")
+    return hook  # type: ignore[no-any-return]
+
+
+@dataclass
+class ConsumerStats:
+    """What this replica did, printed as JSON when it exits."""
+
+    recipient: str
+    consumer: str
+    verified: int = 0
+    acked: int = 0
+    dead_lettered: int = 0
+    verified_by_job: dict[str, int] = field(default_factory=dict)
+
+
+class RecipientConsumer:
+    """Consumes one recipient group's queue; several replicas share it."""
+
+    def __init__(self, settings: Settings, recipient: str, hook: Hook = noop_hook, workers: int = 4) -> None:
+        self.name = f"{recipient}@{socket.gethostname()}-{os.getpid()}"
+        self.stats = ConsumerStats(recipient, self.name)
+        self._settings = settings
+        self._recipient = recipient
+        self._hook = hook
+        self._s3 = store.client(settings)
+        self._declare = lambda channel: topology.declare(channel, [recipient])
+        self._publisher = BrokerSession(settings.amqp_url, self._declare, settings.confirm_timeout)
+        self._workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"verify-{recipient}")
+        self._loop = ConsumerLoop(
+            settings.amqp_url, self._declare, [topology.recipient_queue(recipient)], workers, self._on_pointer
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop`` is set."""
+        log.info("consumer %s started", self.name)
+        try:
+            self._loop.run(stop)
+        finally:
+            self._workers.shutdown(wait=True, cancel_futures=True)
+            self._publisher.close()
+
+    def _on_pointer(self, delivery: Delivery) -> None:
+        try:
+            pointer = decode(delivery.body, Pointer)
+        except InvalidMessage as exc:
+            self._reject(delivery, "invalid", exc.reason)
+            return
+        if self._recipient not in pointer.recipients:
+            self._reject(delivery, "foreign_recipient", f"pointer does not name recipient {self._recipient!r}")
+            return
+        if pointer.bucket != self._settings.s3_bucket:
+            self._reject(delivery, "foreign_bucket", f"pointer names bucket {pointer.bucket!r}, not ours")
+            return
+        future = self._workers.submit(self._verify_and_process, pointer)
+        future.add_done_callback(lambda done: self._loop.call_threadsafe(lambda: self._finish(delivery, pointer, done)))
+
+    def _verify_and_process(self, pointer: Pointer) -> None:
+        started = time.monotonic()
+        with store.download_verified(self._s3, pointer) as payload:
+            metrics.DOWNLOAD_SECONDS.labels(self._recipient).observe(time.monotonic() - started)
+            self._hook(pointer, payload)
+
+    def _finish(self, delivery: Delivery, pointer: Pointer, done: "Future[None]") -> None:
+        error = done.exception()
+        if isinstance(error, store.IntegrityError):
+            self._reject(delivery, "integrity", f"object {pointer.object_id}: {error}")
+        elif isinstance(error, store.ObjectMissing):
+            self._reject(delivery, "missing_object", str(error))
+        elif error is not None:
+            log.warning("processing object %s failed, returning it to the queue: %s", pointer.object_id, error)
+            metrics.CONSUMED.labels(self._recipient, "retried").inc()
+            delivery.requeue()
+        else:
+            self._acknowledge(delivery, pointer)
+
+    def _acknowledge(self, delivery: Delivery, pointer: Pointer) -> None:
+        self.stats.verified += 1
+        self.stats.verified_by_job[pointer.job] = self.stats.verified_by_job.get(pointer.job, 0) + 1
+        ack = Ack(
+            object_id=pointer.object_id,
+            job=pointer.job,
+            recipient=self._recipient,
+            payload_sha256=pointer.payload_sha256,
+            consumer=self.name,
+            acked_at=now(),
+        )
+        self._publisher.publish(
+            topology.ACK_EXCHANGE, topology.ACK_ROUTING_KEY, ack.encode(), message_id=f"{pointer.object_id}.{self._recipient}"
+        )
+        delivery.ack()
+        self.stats.acked += 1
+        metrics.CONSUMED.labels(self._recipient, "acked").inc()
+        log.info("verified and acked object %s of job %s", pointer.object_id, pointer.job)
+
+    def _reject(self, delivery: Delivery, reason: str, detail: str) -> None:
+        self.stats.dead_lettered += 1
+        metrics.CONSUMED.labels(self._recipient, "dead_lettered").inc()
+        metrics.DEAD_LETTERS.labels("consumer", reason).inc()
+        dead_letter(self._publisher, delivery, f"{reason}: {detail}")
+
+
+def wait_for_job(coordinator_url: str, job: str, expect: int, stop: threading.Event, poll: float = 0.5) -> None:
+    """Set ``stop`` once the coordinator reports ``expect`` objects of ``job`` deleted."""
+    while not stop.wait(poll):
+        progress = fetch_progress(coordinator_url, job)
+        if progress is not None and progress["deleted"] >= expect:
+            stop.set()

@@ -1,0 +1,118 @@
+"""The consume step's connection handling, shared by the coordinator and the recipients.
+
+Modelled on pika's reconnecting consumer: when the connection or channel dies, the whole
+connection is thrown away and a fresh one is built after a growing, jittered delay; the
+topology is declared again on every connect. Deliveries are acknowledged only by the handler,
+after its work is durable; anything unacknowledged when a connection dies is redelivered.
+"""
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from tenacity import Retrying, retry_if_exception, stop_never, wait_random_exponential
+
+from claimcheck.broker import RETRYABLE, Declare, parameters
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message as it came off a queue, with the channel that must acknowledge it."""
+
+    channel: BlockingChannel
+    queue: str
+    delivery_tag: int
+    redelivered: bool
+    properties: Any
+    body: bytes
+
+    def ack(self) -> None:
+        """Acknowledge, unless the channel died meanwhile (then the broker redelivers it)."""
+        if self.channel.is_open:
+            self.channel.basic_ack(self.delivery_tag)
+
+    def requeue(self) -> None:
+        """Give the message back to the queue for another attempt."""
+        if self.channel.is_open:
+            self.channel.basic_nack(self.delivery_tag, requeue=True)
+
+
+Handler = Callable[[Delivery], None]
+
+
+class ConsumerLoop:
+    """Consume ``queues`` with bounded prefetch until ``stop`` is set, reconnecting as needed."""
+
+    def __init__(self, url: str, declare: Declare, queues: list[str], prefetch: int, handler: Handler) -> None:
+        self._url = url
+        self._declare = declare
+        self._queues = queues
+        self._prefetch = prefetch
+        self._handler = handler
+        self._connection: BlockingConnection | None = None
+        self.connected = threading.Event()
+
+    def run(self, stop: threading.Event) -> None:
+        """Block, consuming, until ``stop`` is set."""
+        retrying = Retrying(
+            retry=retry_if_exception(lambda exc: isinstance(exc, RETRYABLE) and not stop.is_set()),
+            wait=wait_random_exponential(multiplier=0.1, max=3),
+            stop=stop_never,
+            before_sleep=lambda state: log.warning(
+                "broker connection lost (%s); reconnecting", state.outcome.exception() if state.outcome else "?"
+            ),
+            sleep=lambda seconds: None if stop.wait(seconds) else None,
+            reraise=True,
+        )
+        try:
+            retrying(self._consume_until, stop)
+        except RETRYABLE:
+            if not stop.is_set():
+                raise
+
+    def call_threadsafe(self, callback: Callable[[], None]) -> bool:
+        """Run ``callback`` on the connection's thread; False if there is no live connection."""
+        connection = self._connection
+        if connection is None or not connection.is_open:
+            return False
+        try:
+            connection.add_callback_threadsafe(callback)
+        except pika.exceptions.ConnectionWrongStateError:
+            return False
+        return True
+
+    def _consume_until(self, stop: threading.Event) -> None:
+        try:
+            self._connection = BlockingConnection(parameters(self._url))
+            channel = self._connection.channel()
+            self._declare(channel)
+            channel.basic_qos(prefetch_count=self._prefetch)
+            for queue in self._queues:
+                channel.basic_consume(queue, self._dispatcher(queue))
+            self.connected.set()
+            log.info("consuming %s", ", ".join(self._queues))
+            while not stop.is_set():
+                self._connection.process_data_events(time_limit=0.5)
+        finally:
+            self.connected.clear()
+            self._close()
+
+    def _dispatcher(self, queue: str) -> Callable[..., None]:
+        def on_message(channel: BlockingChannel, method: Any, properties: Any, body: bytes) -> None:
+            self._handler(Delivery(channel, queue, method.delivery_tag, method.redelivered, properties, body))
+
+        return on_message
+
+    def _close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except Exception:  # noqa: BLE001 - a dying connection may fail any way
+                log.debug("closing a broken connection failed", exc_info=True)

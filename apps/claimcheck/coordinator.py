@@ -1,0 +1,161 @@
+"""Count and delete steps: the coordinator, the only writer of the ledger.
+
+It consumes two queues: its copy of every pointer (to learn each object's recipient set) and
+the business ACKs. Each message is applied to the ledger in one transaction and acknowledged to
+the broker only after that commit. Objects the ledger marks due are deleted by a separate
+deleter thread holding a lease, so a crash between the decision and the S3 delete is repaired
+by whichever coordinator picks the expired lease up. Several replicas may run at once.
+"""
+
+import logging
+import os
+import re
+import socket
+import threading
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+import psycopg2
+from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
+
+from claimcheck import metrics, store, topology
+from claimcheck.broker import BrokerSession
+from claimcheck.config import Settings
+from claimcheck.consuming import ConsumerLoop, Delivery
+from claimcheck.deadletter import dead_letter
+from claimcheck.httpapi import Response, routes_for, serve
+from claimcheck.ledger import Applied, Ledger, Outcome
+from claimcheck.protocol import Ack, InvalidMessage, Pointer, decode
+from claimcheck.schema import migrate
+
+log = logging.getLogger(__name__)
+
+DB_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+REJECTED = {Outcome.FOREIGN: "foreign_recipient", Outcome.MISMATCH: "mismatch"}
+
+
+class Coordinator:
+    """One coordinator replica: consumer loop, deleter thread and HTTP endpoint."""
+
+    def __init__(self, settings: Settings, prefetch: int = 200, lease_seconds: float = 30.0) -> None:
+        self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._settings = settings
+        self._lease_seconds = lease_seconds
+        self._ledger = Ledger(settings.database_url)
+        self._publisher = BrokerSession(settings.amqp_url, topology.declare, settings.confirm_timeout)
+        self._loop = ConsumerLoop(
+            settings.amqp_url,
+            topology.declare,
+            [topology.COORDINATOR_POINTER_QUEUE, topology.ACK_QUEUE],
+            prefetch,
+            self._handle,
+        )
+        self._due = threading.Event()
+        self._http_ledgers = threading.local()
+
+    def run(self, stop: threading.Event, http_port: int | None = None) -> None:
+        """Serve until ``stop`` is set."""
+        migrate(self._settings.database_url)
+        server = serve(http_port, self._routes()) if http_port is not None else None
+        deleter = threading.Thread(target=self._delete_loop, args=(stop,), name="deleter", daemon=True)
+        deleter.start()
+        log.info("coordinator %s started", self.owner)
+        try:
+            self._loop.run(stop)
+        finally:
+            deleter.join(timeout=10)
+            if server is not None:
+                server.shutdown()
+            self._publisher.close()
+            self._ledger.close()
+
+    # -- count -----------------------------------------------------------------------------
+
+    def _handle(self, delivery: Delivery) -> None:
+        kind: type[Pointer] | type[Ack] = Pointer if delivery.queue == topology.COORDINATOR_POINTER_QUEUE else Ack
+        try:
+            message = decode(delivery.body, kind)
+        except InvalidMessage as exc:
+            self._reject(delivery, "invalid", exc.reason)
+            return
+        applied = self._apply(message)
+        metrics.LEDGER_MESSAGES.labels(message.type, applied.outcome.value).inc()
+        if applied.outcome in REJECTED:
+            self._reject(delivery, REJECTED[applied.outcome], applied.detail)
+            return
+        delivery.ack()
+        if applied.delete_decided:
+            log.info("object %s of job %s confirmed by every recipient; deleting", message.object_id, message.job)
+            self._due.set()
+
+    @retry(
+        retry=retry_if_exception_type(DB_ERRORS),
+        wait=wait_random_exponential(multiplier=0.2, max=5),
+        stop=stop_after_delay(60),
+        before_sleep=before_sleep_log(log, logging.WARNING),
+        reraise=True,
+    )
+    def _apply(self, message: Pointer | Ack) -> Applied:
+        try:
+            if isinstance(message, Pointer):
+                return self._ledger.apply_pointer(message)
+            return self._ledger.apply_ack(message)
+        except DB_ERRORS:
+            self._ledger.close()
+            raise
+
+    def _reject(self, delivery: Delivery, reason: str, detail: str) -> None:
+        metrics.DEAD_LETTERS.labels("coordinator", reason).inc()
+        dead_letter(self._publisher, delivery, f"{reason}: {detail}")
+
+    # -- delete ----------------------------------------------------------------------------
+
+    def _delete_loop(self, stop: threading.Event) -> None:
+        ledger = Ledger(self._settings.database_url)
+        s3 = store.client(self._settings)
+        while not stop.is_set():
+            try:
+                tasks = ledger.claim_deletions(self.owner, self._lease_seconds)
+            except DB_ERRORS as exc:
+                log.warning("ledger unavailable for deletions: %s", exc)
+                ledger.close()
+                stop.wait(1.0)
+                continue
+            for task in tasks:
+                try:
+                    store.delete(s3, task.bucket, task.key)
+                except Exception as exc:  # noqa: BLE001 - any S3 failure is retried later
+                    metrics.DELETE_FAILURES.inc()
+                    log.warning("deleting s3://%s/%s failed, will retry: %s", task.bucket, task.key, exc)
+                    ledger.release_deletion(task, self.owner, str(exc))
+                    continue
+                if ledger.mark_deleted(task, self.owner):
+                    metrics.DELETES.inc()
+                    log.info("deleted s3://%s/%s", task.bucket, task.key)
+            if not tasks:
+                self._due.wait(1.0)
+                self._due.clear()
+        ledger.close()
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _http_ledger(self) -> Ledger:
+        ledger = getattr(self._http_ledgers, "ledger", None)
+        if ledger is None:
+            ledger = self._http_ledgers.ledger = Ledger(self._settings.database_url)
+        return ledger
+
+    def _routes(self) -> list[Any]:
+        def readiness() -> str | None:
+            try:
+                self._http_ledger().ping()
+            except DB_ERRORS as exc:
+                self._http_ledger().close()
+                return f"ledger unreachable: {exc}".strip()
+            return None if self._loop.connected.is_set() else "not connected to the broker"
+
+        def job(match: re.Match[str]) -> Response:
+            return 200, asdict(self._http_ledger().job_progress(match["job"]))
+
+        return routes_for(readiness, [(re.compile(r"^/jobs/(?P<job>[A-Za-z0-9._-]+)$"), job)])

@@ -1,0 +1,68 @@
+"""A component's small HTTP endpoint: health, readiness, JSON routes and Prometheus metrics."""
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+log = logging.getLogger(__name__)
+
+Response = tuple[int, dict[str, Any]]
+Route = tuple[re.Pattern[str], Callable[[re.Match[str]], Response]]
+Readiness = Callable[[], str | None]  # None when ready, else the reason it is not
+
+
+def routes_for(readiness: Readiness, extra: list[Route]) -> list[Route]:
+    """/healthz, /readyz and ``extra`` routes."""
+
+    def ready(_: re.Match[str]) -> Response:
+        reason = readiness()
+        return (200, {"status": "ready"}) if reason is None else (503, {"status": "not ready", "reason": reason})
+
+    return [
+        (re.compile(r"^/healthz$"), lambda _: (200, {"status": "ok"})),
+        (re.compile(r"^/readyz$"), ready),
+        *extra,
+    ]
+
+
+def serve(port: int, routes: list[Route], host: str = "0.0.0.0") -> ThreadingHTTPServer:
+    """Start serving ``routes`` (and /metrics) on a daemon thread; return the server."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
+                return
+            for pattern, handler in routes:
+                match = pattern.match(path)
+                if match:
+                    try:
+                        status, document = handler(match)
+                    except Exception as exc:  # noqa: BLE001 - report, keep serving
+                        log.exception("HTTP handler for %s failed", path)
+                        status, document = 503, {"error": str(exc)}
+                    self._send(status, json.dumps(document).encode(), "application/json")
+                    return
+            self._send(404, b'{"error": "not found"}', "application/json")
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+            log.debug("http: " + format, *args)
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    return server

@@ -1,0 +1,111 @@
+"""Produce, store and publish steps: generate payloads, gzip them into S3, publish pointers.
+
+Uploads run in a small thread pool; pointers are published from the calling thread (pika is
+not thread-safe) in completion order, each only after its object is fully stored.
+"""
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from claimcheck import metrics, payload, store, topology
+from claimcheck.broker import BrokerSession
+from claimcheck.config import Settings
+from claimcheck.protocol import Pointer, make_pointer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProduceReport:
+    """What one producer run published."""
+
+    job: str
+    count: int = 0
+    payload_bytes: int = 0
+    object_bytes: int = 0
+    object_ids: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def new_job_id() -> str:
+    """A job id unique enough for a person's runs: ``run-20261127-112233-ab12``."""
+    return f"run-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
+
+
+def object_key(job: str, object_id: str) -> str:
+    """Where a payload lives in the bucket: grouped by job, so a job's leftovers are one prefix."""
+    return f"{job}/{object_id}.json.gz"
+
+
+def store_payload(s3: Any, settings: Settings, job: str, seq: int, size: int, recipients: Sequence[str]) -> Pointer:
+    """Generate, gzip and upload one payload; return the pointer describing it."""
+    started = time.monotonic()
+    object_id = uuid.uuid4().hex
+    key = object_key(job, object_id)
+    stream = payload.GzipHashingReader(payload.generate(size, job, object_id, seq))
+    store.upload(s3, settings.s3_bucket, key, stream)
+    metrics.UPLOAD_SECONDS.observe(time.monotonic() - started)
+    return make_pointer(
+        object_id=object_id,
+        job=job,
+        bucket=settings.s3_bucket,
+        key=key,
+        payload_size=stream.payload_size,
+        payload_sha256=stream.payload_hash.hexdigest(),
+        object_size=stream.object_size,
+        object_sha256=stream.object_hash.hexdigest(),
+        recipients=recipients,
+    )
+
+
+def publish_pointer(broker: BrokerSession, pointer: Pointer) -> None:
+    """One confirmed publish that the broker fans out to the coordinator and every recipient."""
+    broker.publish(
+        topology.POINTER_EXCHANGE,
+        topology.COORDINATOR_ROUTING_KEY,
+        pointer.encode(),
+        message_id=pointer.object_id,
+        headers={"CC": list(pointer.recipients)},
+    )
+
+
+def produce(
+    settings: Settings, job: str, count: int, size: int, recipients: Sequence[str], parallelism: int = 2
+) -> Iterator[Pointer]:
+    """Store and publish ``count`` payloads of ``size`` bytes; yield each pointer once confirmed."""
+    s3 = store.client(settings)
+    store.ensure_bucket(s3, settings.s3_bucket)
+    broker = BrokerSession(
+        settings.amqp_url, lambda channel: topology.declare(channel, recipients), settings.confirm_timeout
+    )
+    broker.channel()  # declare the recipients' queues before the first pointer can be routed
+    try:
+        with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="upload") as uploads:
+            stored = uploads.map(lambda seq: store_payload(s3, settings, job, seq, size, recipients), range(count))
+            for pointer in stored:
+                publish_pointer(broker, pointer)
+                metrics.PUBLISHED_OBJECTS.inc()
+                metrics.PUBLISHED_BYTES.inc(pointer.payload_size)
+                log.info("published object %s of job %s", pointer.object_id, job)
+                yield pointer
+    finally:
+        broker.close()
+
+
+def run(settings: Settings, job: str, count: int, size: int, recipients: Sequence[str], parallelism: int) -> ProduceReport:
+    """Produce a whole run and report its totals."""
+    report = ProduceReport(job)
+    started = time.monotonic()
+    for pointer in produce(settings, job, count, size, recipients, parallelism):
+        report.count += 1
+        report.payload_bytes += pointer.payload_size
+        report.object_bytes += pointer.object_size
+        report.object_ids.append(pointer.object_id)
+    report.seconds = time.monotonic() - started
+    return report

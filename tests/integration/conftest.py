@@ -1,0 +1,156 @@
+"""Fixtures for tests against the real local stack (``make up``): RabbitMQ cluster behind
+HAProxy, PostgreSQL and SeaweedFS. A stack that is not running fails the tests loudly."""
+
+import socket
+import urllib.parse
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pika
+import psycopg2
+import pytest
+
+from claimcheck import store, topology
+from claimcheck.broker import BrokerSession, parameters
+from claimcheck.config import Settings
+from claimcheck.consumer import Hook, RecipientConsumer, noop_hook
+from claimcheck.coordinator import Coordinator
+from claimcheck.ledger import Ledger
+from claimcheck.producer import store_payload
+from claimcheck.protocol import Pointer
+from claimcheck.schema import migrate
+from integration_helpers import DeadLetters, Running, free_port, unique, wait_until
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parsed = urllib.parse.urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    config = Settings()
+    for name, url, port in [
+        ("RabbitMQ (HAProxy)", config.amqp_url, 5672),
+        ("PostgreSQL", config.database_url, 5432),
+        ("S3", config.s3_endpoint_url, 80),
+    ]:
+        if not _reachable(url, port):
+            pytest.fail(f"{name} is not reachable at {url}: start the local stack with `make up`")
+    return config
+
+
+@pytest.fixture(scope="session")
+def s3(settings: Settings) -> Any:
+    client = store.client(settings)
+    store.ensure_bucket(client, settings.s3_bucket)
+    return client
+
+
+@pytest.fixture(scope="session")
+def migrated(settings: Settings) -> None:
+    migrate(settings.database_url)
+
+
+@pytest.fixture
+def ledger(settings: Settings, migrated: None) -> Iterator[Ledger]:
+    instance = Ledger(settings.database_url)
+    yield instance
+    instance.close()
+
+
+@pytest.fixture
+def db(settings: Settings, migrated: None) -> Iterator[Callable[..., list[tuple[Any, ...]]]]:
+    """Run a query against the ledger database and return its rows."""
+    connection = psycopg2.connect(settings.database_url)
+    connection.autocommit = True
+
+    def query(sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, args)
+            return cursor.fetchall() if cursor.description else []
+
+    yield query
+    connection.close()
+
+
+@pytest.fixture(scope="session")
+def coordinator_url(settings: Settings, migrated: None) -> Iterator[str]:
+    """One coordinator for the whole session, in this process, on a free port."""
+    port = free_port()
+    running = Running("coordinator", lambda stop: Coordinator(settings).run(stop, port))
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _reachable(url, port), 30, "the coordinator's HTTP endpoint")
+    yield url
+    running.stop()
+
+
+@pytest.fixture
+def recipients(settings: Settings) -> Iterator[Callable[..., list[str]]]:
+    """Make unique recipient names; their queues are deleted after the test."""
+    made: list[str] = []
+
+    def make(*bases: str) -> list[str]:
+        names = [unique(base) for base in bases]
+        made.extend(names)
+        return names
+
+    yield make
+    if made:
+        connection = pika.BlockingConnection(parameters(settings.amqp_url))
+        channel = connection.channel()
+        for name in made:
+            channel.queue_delete(topology.recipient_queue(name))
+        connection.close()
+
+
+@pytest.fixture
+def start_consumer(settings: Settings) -> Iterator[Callable[..., RecipientConsumer]]:
+    """Start consumer replicas in threads; all are stopped after the test."""
+    running: list[Running] = []
+
+    def start(recipient: str, hook: Hook = noop_hook, workers: int = 4) -> RecipientConsumer:
+        replica = RecipientConsumer(settings, recipient, hook, workers)
+        running.append(Running(f"consumer-{recipient}", replica.run))
+        return replica
+
+    yield start
+    for item in running:
+        item.stop()
+
+
+@pytest.fixture
+def broker(settings: Settings) -> Iterator[BrokerSession]:
+    """A confirming publisher for hand-made pointers and ACKs."""
+    session = BrokerSession(settings.amqp_url, topology.declare)
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def dead_letters(settings: Settings) -> DeadLetters:
+    return DeadLetters(settings.amqp_url)
+
+
+@pytest.fixture
+def stored(settings: Settings, s3: Any, broker: BrokerSession) -> Callable[..., Pointer]:
+    """Upload one payload and return its pointer (not yet published); declares the recipients' queues."""
+
+    def make(recipients: list[str], size: int = 20_000, job: str | None = None) -> Pointer:
+        channel = broker.channel()
+        topology.declare(channel, recipients)
+        return store_payload(s3, settings, job or unique("job"), 0, size, recipients)
+
+    return make
+
+
+@pytest.fixture
+def object_exists(settings: Settings, s3: Any) -> Callable[[Pointer], bool]:
+    def exists(pointer: Pointer) -> bool:
+        return bool(store.list_keys(s3, pointer.bucket, pointer.key))
+
+    return exists

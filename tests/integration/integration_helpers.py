@@ -1,0 +1,103 @@
+"""Shared helpers of the integration tests: waiting with deadlines, running components in
+threads, reading the dead-letter queue, and raw publishing for protocol-level tests."""
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pika
+
+from claimcheck import topology
+from claimcheck.broker import parameters
+from claimcheck.protocol import Ack, Pointer, now
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last value {value!r}")
+        time.sleep(poll)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Running:
+    """A component's ``run(stop)`` on a thread, stopped and joined on ``stop()``."""
+
+    def __init__(self, name: str, run: Callable[[threading.Event], None]) -> None:
+        self.stop_event = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(run,), name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self, run: Callable[[threading.Event], None]) -> None:
+        try:
+            run(self.stop_event)
+        except BaseException as exc:  # noqa: BLE001 - surfaced by stop()
+            self.error = exc
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), f"{self.thread.name} did not stop"
+        if self.error is not None:
+            raise self.error
+
+
+class DeadLetters:
+    """Drains the dead-letter queue and remembers every message by message id."""
+
+    def __init__(self, amqp_url: str) -> None:
+        self._url = amqp_url
+        self.seen: dict[str, tuple[dict[str, Any], bytes]] = {}
+
+    def drain(self) -> None:
+        connection = pika.BlockingConnection(parameters(self._url))
+        try:
+            channel = connection.channel()
+            topology.declare(channel)
+            while True:
+                method, properties, body = channel.basic_get(topology.DEAD_LETTER_QUEUE, auto_ack=True)
+                if method is None:
+                    return
+                self.seen[properties.message_id] = (dict(properties.headers or {}), body)
+        finally:
+            connection.close()
+
+    def reason_for(self, message_id: str, timeout: float = 30) -> str:
+        """Wait until ``message_id`` was dead-lettered and return its reason header."""
+
+        def arrived() -> bool:
+            self.drain()
+            return message_id in self.seen
+
+        wait_until(arrived, timeout, f"message {message_id} in the dead-letter queue", poll=0.2)
+        return str(self.seen[message_id][0][topology.REASON_HEADER])
+
+
+def unique(name: str) -> str:
+    """A recipient or job name no other test run uses, so queues never share leftovers."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def ack_for(pointer: Pointer, recipient: str, sha256: str | None = None) -> Ack:
+    return Ack(
+        object_id=pointer.object_id,
+        job=pointer.job,
+        recipient=recipient,
+        payload_sha256=sha256 or pointer.payload_sha256,
+        consumer="test",
+        acked_at=now(),
+    )

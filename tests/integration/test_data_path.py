@@ -1,0 +1,74 @@
+"""The whole path, producer to delete, through real RabbitMQ, PostgreSQL and S3."""
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from claimcheck import store
+from claimcheck.config import Settings
+from claimcheck.consumer import RecipientConsumer
+from claimcheck.ledger import Ledger
+from claimcheck.producer import run as run_producer
+from claimcheck.progress import fetch_progress
+from claimcheck.protocol import Pointer
+from integration_helpers import unique, wait_until
+
+
+@pytest.mark.parametrize(
+    "replicas", [{"billing": 1}, {"billing": 2, "audit": 1}, {"billing": 1, "audit": 2, "search": 1}], ids=["1-group", "2-groups", "3-groups"]
+)
+def test_every_object_is_verified_by_every_group_then_deleted_once(
+    replicas: dict[str, int],
+    settings: Settings,
+    s3: Any,
+    coordinator_url: str,
+    ledger: Ledger,
+    db: Callable[..., list[tuple[Any, ...]]],
+    recipients: Callable[..., list[str]],
+    start_consumer: Callable[..., RecipientConsumer],
+) -> None:
+    names = recipients(*replicas)
+    consumers = [start_consumer(name) for name, base in zip(names, replicas, strict=True) for _ in range(replicas[base])]
+    job = unique("happy")
+
+    report = run_producer(settings, job, count=8, size=50_000, recipients=names, parallelism=2)
+
+    assert report.count == 8
+    progress = wait_until(
+        lambda: (p := fetch_progress(coordinator_url, job)) and p["deleted"] == 8 and p, 60, "all 8 objects deleted"
+    )
+    assert progress["published"] == 8
+    assert progress["acked"] == {name: 8 for name in sorted(names)}
+    assert progress["pending"] == 0
+    assert store.list_keys(s3, settings.s3_bucket, f"{job}/") == []
+    deletions = dict(db("SELECT object_id, count(*) FROM deletions WHERE object_id = ANY(%s) GROUP BY 1", report.object_ids))
+    assert deletions == {object_id: 1 for object_id in report.object_ids}
+    verified = sum(consumer.stats.verified_by_job.get(job, 0) for consumer in consumers)
+    assert verified >= 8 * len(names)
+
+
+def test_object_stays_until_the_last_recipient_confirms(
+    settings: Settings,
+    coordinator_url: str,
+    recipients: Callable[..., list[str]],
+    start_consumer: Callable[..., RecipientConsumer],
+    stored: Callable[..., Pointer],
+    object_exists: Callable[[Pointer], bool],
+    broker: Any,
+    ledger: Ledger,
+) -> None:
+    from claimcheck.producer import publish_pointer
+
+    fast, slow = recipients("fast", "slow")
+    start_consumer(fast)
+    pointer = stored([fast, slow])
+    publish_pointer(broker, pointer)
+
+    wait_until(lambda: ledger.job_progress(pointer.job).acked.get(fast) == 1, 30, "the first recipient's ACK")
+    assert object_exists(pointer), "deleted before every recipient confirmed"
+    assert ledger.job_progress(pointer.job).deleted == 0
+
+    start_consumer(slow)
+    wait_until(lambda: not object_exists(pointer), 30, "deletion after the last ACK")
+    assert ledger.job_progress(pointer.job).deleted == 1

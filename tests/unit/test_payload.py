@@ -1,0 +1,37 @@
+import gzip
+import hashlib
+import json
+
+import pytest
+
+from claimcheck.payload import CHUNK_SIZE, GzipHashingReader, generate, minimum_size
+
+
+@pytest.mark.parametrize("size", [minimum_size("j", "0" * 32, 7), 1000, CHUNK_SIZE - 1, CHUNK_SIZE * 3 + 17])
+def test_payload_is_valid_json_of_the_exact_size(size: int) -> None:
+    body = b"".join(generate(size, "j", "0" * 32, 7))
+    assert len(body) == size
+    document = json.loads(body)
+    assert (document["job"], document["object_id"], document["seq"]) == ("j", "0" * 32, 7)
+
+
+def test_too_small_a_size_is_refused() -> None:
+    with pytest.raises(ValueError, match="below the minimum"):
+        list(generate(10, "j", "0" * 32, 0))
+
+
+def test_chunks_stay_bounded() -> None:
+    assert max(len(chunk) for chunk in generate(5 * CHUNK_SIZE, "j", "0" * 32, 0)) <= CHUNK_SIZE
+
+
+def test_gzip_reader_hashes_both_forms() -> None:
+    reader = GzipHashingReader(generate(300_000, "j", "0" * 32, 1))
+    compressed = b""
+    while chunk := reader.read(4096):
+        compressed += chunk
+    payload = gzip.decompress(compressed)
+    assert reader.payload_size == len(payload) == 300_000
+    assert reader.payload_hash.hexdigest() == hashlib.sha256(payload).hexdigest()
+    assert reader.object_size == len(compressed)
+    assert reader.object_hash.hexdigest() == hashlib.sha256(compressed).hexdigest()
+    assert len(compressed) < len(payload)
