@@ -88,8 +88,10 @@ def main() -> None:
 @click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
               help="Seconds --verify waits.")
 @click.option("--parallelism", type=click.IntRange(1, 64), default=2, show_default=True, help="Concurrent uploads.")
+@click.option("--rate", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Publish at most this many pointers per second (0: unlimited).")
 def producer(job: str | None, count: int, size: int, recipients: list[str], verify: bool, timeout: float,
-             parallelism: int) -> None:
+             parallelism: int, rate: float) -> None:
     """Generate, gzip and store payloads, publish their pointers."""
     from claimcheck import producer as producing
     from claimcheck.progress import wait_for
@@ -98,7 +100,7 @@ def producer(job: str | None, count: int, size: int, recipients: list[str], veri
     logsetup.configure(config.log_level, "producer")
     job = job or producing.new_job_id()
     click.echo(f"job {job}: producing {count} x {format_size(size)} for recipients {', '.join(recipients)}")
-    report = producing.run(config, job, count, size, recipients, parallelism)
+    report = producing.run(config, producing.RunRequest(job, count, size, recipients, parallelism, rate))
     click.echo(
         f"published {report.count} pointers in {report.seconds:.2f} s "
         f"(payload {format_size(report.payload_bytes)}, stored gzip {format_size(report.object_bytes)})"

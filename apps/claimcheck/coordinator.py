@@ -14,7 +14,6 @@ import socket
 import threading
 import uuid
 from dataclasses import asdict
-from typing import Any
 
 import psycopg2
 from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
@@ -24,7 +23,7 @@ from claimcheck.broker import BrokerSession
 from claimcheck.config import Settings
 from claimcheck.consuming import ConsumerLoop, Delivery
 from claimcheck.deadletter import dead_letter
-from claimcheck.httpapi import Response, routes_for, serve
+from claimcheck.httpapi import Response, Route, routes_for, serve
 from claimcheck.ledger import Applied, Ledger, Outcome
 from claimcheck.protocol import Ack, InvalidMessage, Pointer, decode
 from claimcheck.schema import migrate
@@ -146,7 +145,7 @@ class Coordinator:
             ledger = self._http_ledgers.ledger = Ledger(self._settings.database_url)
         return ledger
 
-    def _routes(self) -> list[Any]:
+    def _routes(self) -> list[Route]:
         def readiness() -> str | None:
             try:
                 self._http_ledger().ping()
@@ -158,4 +157,11 @@ class Coordinator:
         def job(match: re.Match[str]) -> Response:
             return 200, asdict(self._http_ledger().job_progress(match["job"]))
 
-        return routes_for(readiness, [(re.compile(r"^/jobs/(?P<job>[A-Za-z0-9._-]+)$"), job)])
+        def cancel(match: re.Match[str]) -> Response:
+            cancelled = self._http_ledger().cancel_job(match["job"])
+            log.warning("job %s cancelled: %d pending objects will be deleted", match["job"], cancelled)
+            self._due.set()
+            return 200, {"job": match["job"], "cancelled": cancelled}
+
+        job_path = re.compile(r"^/jobs/(?P<job>[A-Za-z0-9._-]+)$")
+        return routes_for(readiness, [("GET", job_path, job), ("DELETE", job_path, cancel)])

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 log = logging.getLogger(__name__)
 
 Response = tuple[int, dict[str, Any]]
-Route = tuple[re.Pattern[str], Callable[[re.Match[str]], Response]]
+Route = tuple[str, re.Pattern[str], Callable[[re.Match[str]], Response]]  # (method, path pattern, handler)
 Readiness = Callable[[], str | None]  # None when ready, else the reason it is not
 
 
@@ -25,8 +25,8 @@ def routes_for(readiness: Readiness, extra: list[Route]) -> list[Route]:
         return (200, {"status": "ready"}) if reason is None else (503, {"status": "not ready", "reason": reason})
 
     return [
-        (re.compile(r"^/healthz$"), lambda _: (200, {"status": "ok"})),
-        (re.compile(r"^/readyz$"), ready),
+        ("GET", re.compile(r"^/healthz$"), lambda _: (200, {"status": "ok"})),
+        ("GET", re.compile(r"^/readyz$"), ready),
         *extra,
     ]
 
@@ -36,13 +36,19 @@ def serve(port: int, routes: list[Route], host: str = "0.0.0.0") -> ThreadingHTT
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
+            if self.path.split("?", 1)[0] == "/metrics":
                 self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
                 return
-            for pattern, handler in routes:
+            self._route("GET")
+
+        def do_DELETE(self) -> None:  # noqa: N802 - the stdlib's name
+            self._route("DELETE")
+
+        def _route(self, method: str) -> None:
+            path = self.path.split("?", 1)[0]
+            for route_method, pattern, handler in routes:
                 match = pattern.match(path)
-                if match:
+                if match and route_method == method:
                     try:
                         status, document = handler(match)
                     except Exception as exc:  # noqa: BLE001 - report, keep serving

@@ -54,6 +54,7 @@ class JobProgress:
     deleted: int = 0
     pending: int = 0
     awaiting_pointer: int = 0
+    cancelled: int = 0
 
 
 _LOCK_OBJECT = """
@@ -184,6 +185,21 @@ class Ledger:
                 (error[:1000], task.object_id, owner),
             )
 
+    def cancel_job(self, job: str) -> int:
+        """Make every pending object of ``job`` due for deletion now; return how many.
+
+        Used when a run is abandoned (a ClaimCheckJob deleted mid-run): its payloads must not
+        stay in S3 waiting for recipients that will never come. Objects already deleting or
+        deleted are untouched, so cancelling twice changes nothing.
+        """
+        with self._conn() as connection, connection.cursor() as cursor:
+            cursor.execute(
+                """UPDATE objects SET state = 'deleting', decided_at = now(), cancelled_at = now()
+                    WHERE job = %s AND state = 'pending'""",
+                (job,),
+            )
+            return int(cursor.rowcount)
+
     def job_progress(self, job: str) -> JobProgress:
         """Published, per-recipient acked, deleted and pending counts of one job."""
         with self._conn() as connection, connection.cursor() as cursor:
@@ -191,11 +207,12 @@ class Ledger:
                 """SELECT count(*) FILTER (WHERE state <> 'awaiting_pointer'),
                           count(*) FILTER (WHERE state = 'deleted'),
                           count(*) FILTER (WHERE state IN ('pending', 'deleting')),
-                          count(*) FILTER (WHERE state = 'awaiting_pointer')
+                          count(*) FILTER (WHERE state = 'awaiting_pointer'),
+                          count(*) FILTER (WHERE cancelled_at IS NOT NULL)
                      FROM objects WHERE job = %s""",
                 (job,),
             )
-            published, deleted, pending, awaiting = cursor.fetchone()
+            published, deleted, pending, awaiting, cancelled = cursor.fetchone()
             cursor.execute(
                 """SELECT a.recipient, count(*) FROM acks a JOIN objects o USING (object_id)
                     WHERE o.job = %s AND a.recipient = ANY (o.recipients) AND a.payload_sha256 = o.payload_sha256
@@ -203,4 +220,4 @@ class Ledger:
                 (job,),
             )
             acked = dict(cursor.fetchall())
-        return JobProgress(job, published, acked, deleted, pending, awaiting)
+        return JobProgress(job, published, acked, deleted, pending, awaiting, cancelled)

@@ -75,10 +75,25 @@ def publish_pointer(broker: BrokerSession, pointer: Pointer) -> None:
     )
 
 
-def produce(
-    settings: Settings, job: str, count: int, size: int, recipients: Sequence[str], parallelism: int = 2
-) -> Iterator[Pointer]:
-    """Store and publish ``count`` payloads of ``size`` bytes; yield each pointer once confirmed."""
+@dataclass(frozen=True)
+class RunRequest:
+    """What one producer run sends.
+
+    ``rate`` > 0 caps publishing at that many pointers per second (an offered load for
+    benchmarks, or to share the broker politely); 0 publishes as fast as uploads finish.
+    """
+
+    job: str
+    count: int
+    size: int
+    recipients: Sequence[str]
+    parallelism: int = 2
+    rate: float = 0.0
+
+
+def produce(settings: Settings, request: RunRequest) -> Iterator[Pointer]:
+    """Store and publish the run's payloads; yield each pointer once the broker confirmed it."""
+    job, recipients, rate = request.job, request.recipients, request.rate
     s3 = store.client(settings)
     store.ensure_bucket(s3, settings.s3_bucket)
     broker = BrokerSession(
@@ -86,9 +101,14 @@ def produce(
     )
     broker.channel()  # declare the recipients' queues before the first pointer can be routed
     try:
-        with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="upload") as uploads:
-            stored = uploads.map(lambda seq: store_payload(s3, settings, job, seq, size, recipients), range(count))
-            for pointer in stored:
+        with ThreadPoolExecutor(max_workers=request.parallelism, thread_name_prefix="upload") as uploads:
+            stored = uploads.map(
+                lambda seq: store_payload(s3, settings, job, seq, request.size, recipients), range(request.count)
+            )
+            started = time.monotonic()
+            for index, pointer in enumerate(stored):
+                if rate > 0:
+                    time.sleep(max(0.0, started + index / rate - time.monotonic()))
                 publish_pointer(broker, pointer)
                 metrics.PUBLISHED_OBJECTS.inc()
                 metrics.PUBLISHED_BYTES.inc(pointer.payload_size)
@@ -98,11 +118,11 @@ def produce(
         broker.close()
 
 
-def run(settings: Settings, job: str, count: int, size: int, recipients: Sequence[str], parallelism: int) -> ProduceReport:
+def run(settings: Settings, request: RunRequest) -> ProduceReport:
     """Produce a whole run and report its totals."""
-    report = ProduceReport(job)
+    report = ProduceReport(request.job)
     started = time.monotonic()
-    for pointer in produce(settings, job, count, size, recipients, parallelism):
+    for pointer in produce(settings, request):
         report.count += 1
         report.payload_bytes += pointer.payload_size
         report.object_bytes += pointer.object_size

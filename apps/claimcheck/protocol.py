@@ -6,8 +6,8 @@ instead of crashing. The byte format is documented in docs/protocol.md.
 """
 
 import json
-from datetime import datetime, timezone
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator

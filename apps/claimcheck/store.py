@@ -19,11 +19,12 @@ from claimcheck.config import Settings
 from claimcheck.protocol import Pointer
 
 MiB = 1024 * 1024
-# Parts of 8 MiB, four in flight: the producer's memory stays near 4 x 8 MiB whatever the size.
-TRANSFER = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, max_concurrency=4)
+# Parts of 5 MiB (the S3 minimum), two in flight: s3transfer buffers a few parts ahead, so the
+# producer stays near 20 MiB above its baseline whatever the payload size.
+TRANSFER = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=5 * MiB, max_concurrency=2)
 READ_CHUNK = MiB
 # Verified payloads up to this size stay in memory before the hook sees them; larger ones spool to disk.
-SPOOL_IN_MEMORY = 8 * MiB
+SPOOL_IN_MEMORY = 2 * MiB
 
 
 class IntegrityError(Exception):

@@ -9,6 +9,7 @@ from claimcheck import store
 from claimcheck.config import Settings
 from claimcheck.consumer import RecipientConsumer
 from claimcheck.ledger import Ledger
+from claimcheck.producer import RunRequest
 from claimcheck.producer import run as run_producer
 from claimcheck.progress import fetch_progress
 from claimcheck.protocol import Pointer
@@ -16,7 +17,9 @@ from integration_helpers import unique, wait_until
 
 
 @pytest.mark.parametrize(
-    "replicas", [{"billing": 1}, {"billing": 2, "audit": 1}, {"billing": 1, "audit": 2, "search": 1}], ids=["1-group", "2-groups", "3-groups"]
+    "replicas",
+    [{"billing": 1}, {"billing": 2, "audit": 1}, {"billing": 1, "audit": 2, "search": 1}],
+    ids=["1-group", "2-groups", "3-groups"],
 )
 def test_every_object_is_verified_by_every_group_then_deleted_once(
     replicas: dict[str, int],
@@ -32,7 +35,7 @@ def test_every_object_is_verified_by_every_group_then_deleted_once(
     consumers = [start_consumer(name) for name, base in zip(names, replicas, strict=True) for _ in range(replicas[base])]
     job = unique("happy")
 
-    report = run_producer(settings, job, count=8, size=50_000, recipients=names, parallelism=2)
+    report = run_producer(settings, RunRequest(job, count=8, size=50_000, recipients=names))
 
     assert report.count == 8
     progress = wait_until(
@@ -70,5 +73,41 @@ def test_object_stays_until_the_last_recipient_confirms(
     assert ledger.job_progress(pointer.job).deleted == 0
 
     start_consumer(slow)
-    wait_until(lambda: not object_exists(pointer), 30, "deletion after the last ACK")
-    assert ledger.job_progress(pointer.job).deleted == 1
+    wait_until(lambda: ledger.job_progress(pointer.job).deleted == 1, 30, "deletion after the last ACK")
+    assert not object_exists(pointer)
+
+
+def test_cancelling_a_job_deletes_its_pending_objects_once(
+    coordinator_url: str,
+    recipients: Callable[..., list[str]],
+    stored: Callable[..., Pointer],
+    object_exists: Callable[[Pointer], bool],
+    broker: Any,
+    ledger: Ledger,
+    db: Callable[..., list[tuple[Any, ...]]],
+) -> None:
+    import json
+    import urllib.request
+
+    from claimcheck.producer import publish_pointer
+
+    names = recipients("billing", "audit")
+    job = unique("cancel")
+    pointers = [stored(names, job=job) for _ in range(3)]
+    for pointer in pointers:
+        publish_pointer(broker, pointer)
+    wait_until(lambda: ledger.job_progress(job).pending == 3, 30, "three pending objects")
+
+    def cancel() -> dict[str, Any]:
+        request = urllib.request.Request(f"{coordinator_url}/jobs/{job}", method="DELETE")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)  # type: ignore[no-any-return]
+
+    assert cancel() == {"job": job, "cancelled": 3}
+    wait_until(lambda: ledger.job_progress(job).deleted == 3, 30, "the cancelled objects deleted")
+    assert not any(object_exists(p) for p in pointers)
+    progress = ledger.job_progress(job)
+    assert (progress.cancelled, progress.pending) == (3, 0)
+    assert cancel() == {"job": job, "cancelled": 0}
+    counts = db("SELECT count(*) FROM deletions WHERE object_id = ANY(%s)", [p.object_id for p in pointers])
+    assert counts == [(3,)]

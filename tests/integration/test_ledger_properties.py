@@ -116,7 +116,8 @@ def test_sequential_interleavings_decide_exactly_when_all_recipients_acked(
             assert result.outcome is Outcome.FOREIGN
     state = state_of(pointer)
     if events:
-        want = "deleting" if expected_due(recipients, events) else ("pending" if ("pointer", "") in events else "awaiting_pointer")
+        pointer_seen = ("pointer", "") in events
+        want = "deleting" if expected_due(recipients, events) else ("pending" if pointer_seen else "awaiting_pointer")
         assert state == [(want,)]
 
 

@@ -1,0 +1,42 @@
+"""The producer Job: generates, uploads and publishes ``count`` pointers once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from claimcheck_operator import naming
+from claimcheck_operator.builders.common import Owner, job_manifest
+from claimcheck_operator.config import OperatorConfig
+from claimcheck_operator.spec import RunSpec
+
+
+def producer_args(owner: Owner, spec: RunSpec) -> list[str]:
+    """``claimcheck producer`` arguments as in docs/interfaces.md."""
+    producer = spec.producer
+    args = [
+        "producer",
+        "--job", naming.job_id(owner.namespace, owner.name),
+        "--count", str(producer.count),
+        "--size", producer.message_size,
+        "--recipients", ",".join(spec.recipient_names),
+        "--verify" if producer.verify else "--no-verify",
+        "--parallelism", str(producer.parallelism),
+    ]
+    if producer.rate_per_second > 0:
+        # Only passed when a limit is set: 0 (unlimited) is the producer's own default.
+        args += ["--rate", str(producer.rate_per_second)]
+    return args
+
+
+def build_producer_job(owner: Owner, spec: RunSpec, config: OperatorConfig) -> dict[str, Any]:
+    """One pod (completions = parallelism = 1); the producer parallelises internally."""
+    return job_manifest(
+        name=naming.producer_job_name(owner.name),
+        namespace=owner.namespace,
+        labels=naming.labels(owner.name, "producer"),
+        container_name="producer",
+        args=producer_args(owner, spec),
+        parallelism=1,
+        spec=spec,
+        config=config,
+    )

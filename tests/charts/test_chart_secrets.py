@@ -1,0 +1,167 @@
+"""Credentials: generated, never fixed in the chart, kept across upgrades (lookup)."""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from .conftest import APP, HELM, INFRA, NAMESPACE, find, one, render
+from .fakekube import FakeKube
+
+CREDENTIALS = {  # Secret name -> keys holding generated material
+    "rmq-default-user": ["password"],
+    "rmq-erlang-cookie": [".erlang.cookie"],
+    "claimcheck-infra-minio": ["rootUser", "rootPassword", "appSecretKey"],
+    "claimcheck-infra-postgresql": ["POSTGRES_PASSWORD"],
+}
+WEAK = {"guest", "admin", "password", "secret", "changeme", "minioadmin", "postgres", "claimcheck",
+        "claimcheck-secret", "rabbitmq"}
+
+
+def decoded(secret: dict) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()} | dict(secret.get("stringData", {}))
+
+
+def credentials(docs: list[dict]) -> dict[str, str]:
+    out = {}
+    for name, keys in CREDENTIALS.items():
+        data = decoded(one(docs, "Secret", name))
+        for key in keys:
+            out[f"{name}/{key}"] = data[key]
+    return out
+
+
+def test_generated_credentials_are_random_per_render() -> None:
+    first, second = credentials(render(INFRA, fresh=True)), credentials(render(INFRA, fresh=True))
+    for key in first:
+        assert first[key] != second[key], f"{key} is the same in two renders: a fixed default"
+        assert len(first[key]) >= 16 and first[key].isalnum(), key
+
+
+def test_no_fixed_passwords_in_the_charts() -> None:
+    values_text = (INFRA / "values.yaml").read_text() + (APP / "values.yaml").read_text()
+    for key, value in credentials(render(INFRA)).items():
+        assert value.lower() not in WEAK, key
+        assert value not in values_text, key
+    for secret in find(render(INFRA), "Secret") + find(render(APP), "Secret"):
+        for key, value in decoded(secret).items():
+            for userinfo in re.findall(r"://([^@/]+)@", value):
+                user, _, password = userinfo.partition(":")
+                assert password.lower() not in WEAK | {""}, f"{secret['metadata']['name']}/{key}"
+                assert password not in values_text, f"{secret['metadata']['name']}/{key}"
+
+
+def test_app_chart_offline_renders_no_credentials() -> None:
+    """Without the infra Secret (helm template), the env Secret holds no password at all."""
+    env = decoded(one(render(APP), "Secret", "claimcheck-env"))
+    assert env["CLAIMCHECK_S3_SECRET_ACCESS_KEY"] == ""
+    assert "@" not in env["CLAIMCHECK_AMQP_URL"] and "@" not in env["CLAIMCHECK_DATABASE_URL"]
+
+
+def test_templates_use_lookup_before_values_before_random() -> None:
+    helpers = (INFRA / "templates" / "_helpers.tpl").read_text()
+    body = helpers.split('define "claimcheck-infra.credential"', 1)[1].split("{{- end }}\n\n", 1)[0]
+    assert 'lookup "v1" "Secret"' in body
+    order = [body.index("lookup"), body.index("else if .value"), body.index("randAlphaNum")]
+    assert order == sorted(order)
+    # Nothing else generates random material.
+    templates = "".join(p.read_text() for p in (INFRA / "templates").rglob("*.yaml"))
+    assert "randAlphaNum" not in templates and "randAscii" not in templates and "uuidv4" not in templates
+
+
+def test_connection_secret_matches_the_component_secrets() -> None:
+    docs = render(INFRA, fresh=True)
+    creds = credentials(docs)
+    conn = decoded(one(docs, "Secret", "claimcheck-infra-connection"))
+    amqp = urlsplit(conn["CLAIMCHECK_AMQP_URL"])
+    assert (amqp.username, amqp.password) == ("claimcheck", creds["rmq-default-user/password"])
+    assert amqp.hostname == f"claimcheck-infra-haproxy.{NAMESPACE}.svc.cluster.local" and amqp.port == 5672
+    db = urlsplit(conn["CLAIMCHECK_DATABASE_URL"])
+    assert db.password == creds["claimcheck-infra-postgresql/POSTGRES_PASSWORD"]
+    assert conn["CLAIMCHECK_S3_SECRET_ACCESS_KEY"] == creds["claimcheck-infra-minio/appSecretKey"]
+    default_user = decoded(one(docs, "Secret", "rmq-default-user"))["default_user.conf"]
+    assert f"default_pass = {creds['rmq-default-user/password']}" in default_user
+
+
+def test_credential_secrets_survive_uninstall() -> None:
+    for name in CREDENTIALS:
+        assert one(render(INFRA), "Secret", name)["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def _template_against(fake: FakeKube, tmp_path: Path, chart: Path, release: str, *args: str) -> subprocess.CompletedProcess:
+    kubeconfig = fake.kubeconfig(tmp_path / "kubeconfig.json")
+    return subprocess.run([str(HELM), "template", release, str(chart), "--namespace", NAMESPACE, "--include-crds",
+                           "--dry-run=server", "--kubeconfig", str(kubeconfig), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def _docs(result: subprocess.CompletedProcess) -> list[dict]:
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def test_upgrade_keeps_existing_credentials_and_does_not_roll(tmp_path: Path) -> None:
+    """Render against an API holding the first install's Secrets: nothing is regenerated,
+    not even when values now name other passwords, and no pod template changes."""
+    installed = render(INFRA, fresh=True)
+    with FakeKube() as fake:
+        for secret in find(installed, "Secret"):
+            fake.add("secrets", secret)
+        upgraded = _docs(_template_against(
+            fake, tmp_path, INFRA, "claimcheck-infra",
+            "--set", "rabbitmq.auth.password=new-password", "--set", "postgresql.auth.password=new-password"))
+        assert any("/secrets/rmq-default-user" in r for r in fake.requests), "lookup was not used"
+    assert credentials(upgraded) == credentials(installed)
+    assert decoded(one(upgraded, "Secret", "claimcheck-infra-connection")) == \
+        decoded(one(installed, "Secret", "claimcheck-infra-connection"))
+    for kind, name in [("StatefulSet", "rmq"), ("StatefulSet", "claimcheck-infra-minio"),
+                       ("StatefulSet", "claimcheck-infra-postgresql")]:
+        assert one(upgraded, kind, name)["spec"]["template"] == one(installed, kind, name)["spec"]["template"], name
+
+
+def test_app_env_secret_copies_the_infra_connection_secret(tmp_path: Path) -> None:
+    infra = render(INFRA, fresh=True)
+    connection = one(infra, "Secret", "claimcheck-infra-connection")
+    with FakeKube() as fake:
+        fake.add("secrets", connection)
+        fake.add("serviceaccounts", {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": NAMESPACE}})
+        app = _docs(_template_against(fake, tmp_path, APP, "claimcheck"))
+    env = decoded(one(app, "Secret", "claimcheck-env"))
+    expected = decoded(connection)
+    for key, value in expected.items():
+        assert env[key] == value, key
+    assert env["CLAIMCHECK_COORDINATOR_URL"] == f"http://claimcheck-coordinator.{NAMESPACE}.svc.cluster.local:38080"
+    assert env["CLAIMCHECK_HTTP_PORT"] == "38080"
+    assert env["CLAIMCHECK_LOG_LEVEL"] == "INFO"
+
+
+def test_app_install_fails_clearly_without_infra(tmp_path: Path) -> None:
+    with FakeKube() as fake:
+        fake.add("serviceaccounts", {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": NAMESPACE}})
+        result = _template_against(fake, tmp_path, APP, "claimcheck")
+    assert result.returncode != 0
+    assert "claimcheck-infra-connection" in result.stderr and "install claimcheck-infra first" in result.stderr
+
+
+@pytest.mark.parametrize("chart", [INFRA, APP], ids=lambda c: c.name)
+def test_notes_explain_how_to_reach_the_release(chart: Path, tmp_path: Path) -> None:
+    with FakeKube() as fake:
+        kubeconfig = fake.kubeconfig(tmp_path / "kubeconfig.json")
+        result = subprocess.run([str(HELM), "install", chart.name, str(chart), "--namespace", NAMESPACE,
+                                 "--dry-run=server", "--disable-openapi-validation", "--set",
+                                 "infra.required=false" if chart == APP else "keepSecretsOnUninstall=true",
+                                 "--kubeconfig", str(kubeconfig)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    if chart == INFRA:
+        assert "port-forward svc/claimcheck-infra-haproxy 15672" in notes
+        assert "port-forward svc/claimcheck-infra-minio 9001" in notes
+    else:
+        assert "claimcheckjob-example.yaml" in notes and "get ccj" in notes
+        assert "WARNING: no S3 credentials" in notes

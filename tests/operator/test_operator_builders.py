@@ -1,0 +1,136 @@
+"""Pure builders, names and spec parsing: Job manifests from a ClaimCheckJob."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+import kubernetes_validate
+import pytest
+
+from claimcheck_operator import naming
+from claimcheck_operator.builders import Owner, build_all, build_consumer_job, build_producer_job
+from claimcheck_operator.config import OperatorConfig
+from claimcheck_operator.spec import parse_spec, spec_hash
+
+CONFIG = OperatorConfig(app_image="img:1", app_env_secret="app-env")
+OWNER = Owner(namespace="ns", name="demo")
+SPEC: dict[str, Any] = {
+    "producer": {"count": 100, "messageSize": "1MB", "verify": False, "parallelism": 3, "ratePerSecond": 20},
+    "recipients": [{"name": "billing", "replicas": 2}, {"name": "audit"}],
+}
+
+
+def container(job: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = job["spec"]["template"]["spec"]["containers"][0]
+    return result
+
+
+def test_producer_job() -> None:
+    job = build_producer_job(OWNER, parse_spec(SPEC), CONFIG)
+    assert job["metadata"]["name"] == "demo-producer"
+    assert job["metadata"]["namespace"] == "ns"
+    assert (job["spec"]["parallelism"], job["spec"]["completions"]) == (1, 1)
+    assert container(job)["command"] == ["claimcheck"]
+    assert container(job)["args"] == [
+        "producer", "--job", "ns.demo", "--count", "100", "--size", "1MB", "--recipients", "billing,audit",
+        "--no-verify", "--parallelism", "3", "--rate", "20"]
+    assert container(job)["image"] == "img:1"
+    assert container(job)["envFrom"] == [{"secretRef": {"name": "app-env"}}]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert "resources" not in container(job)
+
+
+def test_consumer_job_parallelism_is_replicas() -> None:
+    run = parse_spec(SPEC)
+    job = build_consumer_job(OWNER, run, run.recipients[0], CONFIG)
+    assert job["metadata"]["name"] == "demo-consumer-billing"
+    assert (job["spec"]["parallelism"], job["spec"]["completions"]) == (2, 2)
+    assert container(job)["args"] == ["consumer", "--recipient", "billing", "--job", "ns.demo", "--expect", "100"]
+    labels = job["metadata"]["labels"]
+    assert labels == job["spec"]["template"]["metadata"]["labels"]
+    assert labels["claimcheck.io/job"] == "demo"
+    assert labels["claimcheck.io/recipient"] == "billing"
+    assert labels["app.kubernetes.io/component"] == "consumer"
+    assert labels["app.kubernetes.io/managed-by"] == "claimcheck-operator"
+    assert labels["app.kubernetes.io/instance"] == "demo"
+
+
+def test_spec_image_and_resources_override() -> None:
+    spec = {**SPEC, "image": "mine:2", "resources": {"limits": {"memory": "256Mi"}}}
+    for job in build_all(OWNER, parse_spec(spec), CONFIG):
+        assert container(job)["image"] == "mine:2"
+        assert container(job)["resources"] == {"limits": {"memory": "256Mi"}}
+
+
+def test_consumers_are_created_before_the_producer() -> None:
+    names = [j["metadata"]["name"] for j in build_all(OWNER, parse_spec(SPEC), CONFIG)]
+    assert names == ["demo-consumer-billing", "demo-consumer-audit", "demo-producer"]
+
+
+def test_no_rate_flag_when_unlimited() -> None:
+    spec = {**SPEC, "producer": {**SPEC["producer"], "ratePerSecond": 0, "verify": True}}
+    args = container(build_producer_job(OWNER, parse_spec(spec), CONFIG))["args"]
+    assert "--rate" not in args and "--verify" in args
+
+
+def test_built_jobs_are_valid_batch_v1_jobs_after_adoption() -> None:
+    owner: dict[str, Any] = {"apiVersion": "claimcheck.io/v1alpha1", "kind": "ClaimCheckJob",
+             "metadata": {"name": "demo", "namespace": "ns", "uid": "0f0e", "labels": {"team": "x"}}}
+    for job in build_all(OWNER, parse_spec({**SPEC, "resources": {"requests": {"cpu": "100m"}}}), CONFIG):
+        kopf.adopt(job, owner=kopf.Body(owner), nested="spec.template")  # type: ignore[arg-type]
+        kubernetes_validate.validate(job, "1.32", strict=True)
+        assert job["metadata"]["ownerReferences"][0]["uid"] == "0f0e"
+        assert job["spec"]["template"]["metadata"]["labels"]["team"] == "x"
+
+
+def test_long_names_are_shortened_stably_and_uniquely() -> None:
+    name = "a" * 60
+    first, second = naming.consumer_job_name(name, "billing"), naming.consumer_job_name(name, "billinh")
+    assert len(first) <= 63 and len(second) <= 63
+    assert first != second
+    assert first == naming.consumer_job_name(name, "billing")
+    assert naming.labels("b" * 100, "producer")["claimcheck.io/job"] == naming.shorten("b" * 100)
+    assert naming.shorten("short") == "short"
+
+
+def test_defaults_are_applied() -> None:
+    run = parse_spec({"producer": {"count": 1}, "recipients": [{"name": "a"}]})
+    assert (run.producer.message_size, run.producer.verify, run.producer.parallelism, run.producer.rate_per_second) \
+        == ("1MB", True, 1, 0)
+    assert run.recipients[0].replicas == 1 and run.image == "" and dict(run.resources) == {}
+
+
+@pytest.mark.parametrize("spec, field", [
+    ({"producer": {"count": 0}, "recipients": [{"name": "a"}]}, "producer.count"),
+    ({"producer": {}, "recipients": [{"name": "a"}]}, "producer.count"),
+    ({"producer": {"count": 1, "messageSize": "big"}, "recipients": [{"name": "a"}]}, "messageSize"),
+    ({"producer": {"count": 1}, "recipients": []}, "recipients"),
+    ({"producer": {"count": 1}, "recipients": [{"name": "a"}, {"name": "a"}]}, "listed twice"),
+    ({"producer": {"count": 1}, "recipients": [{"name": "A"}]}, "DNS label"),
+    ({"producer": {"count": 1}, "recipients": [{"name": "a", "replicas": 0}]}, "replicas"),
+    ({"producer": {"count": True}, "recipients": [{"name": "a"}]}, "producer.count"),
+])
+def test_invalid_specs_name_the_field(spec: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        parse_spec(spec)
+
+
+def test_spec_hash_is_order_independent_and_change_sensitive() -> None:
+    reordered = {"recipients": SPEC["recipients"], "producer": dict(reversed(list(SPEC["producer"].items())))}
+    assert spec_hash(SPEC) == spec_hash(reordered)
+    assert spec_hash(SPEC) != spec_hash({**SPEC, "image": "x"})
+
+
+def test_config_from_env() -> None:
+    config = OperatorConfig.from_env({
+        "CLAIMCHECK_APP_IMAGE": "i:1", "CLAIMCHECK_APP_ENV_SECRET": "s",
+        "CLAIMCHECK_COORDINATOR_URL": "http://c:38080/", "CLAIMCHECK_STUCK_AFTER_SECONDS": "30",
+    })
+    assert config == OperatorConfig(app_image="i:1", app_env_secret="s", coordinator_url="http://c:38080",
+                                    stuck_after_seconds=30.0)
+    assert OperatorConfig.from_env({}).stuck_after_seconds == 600.0
+    with pytest.raises(ValueError, match="CLAIMCHECK_STUCK_AFTER_SECONDS"):
+        OperatorConfig.from_env({"CLAIMCHECK_STUCK_AFTER_SECONDS": "soon"})
+    with pytest.raises(ValueError, match="greater than 0"):
+        OperatorConfig.from_env({"CLAIMCHECK_STUCK_AFTER_SECONDS": "0"})
