@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from claimcheck import logsetup, store, topology
 from claimcheck.broker import BrokerSession
@@ -52,6 +53,17 @@ def _recipient(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return names[0]
 
 
+def _check_configured(names: list[str], allowed: frozenset[str], hint: str) -> None:
+    """Refuse recipient groups outside CLAIMCHECK_RECIPIENTS, when that list is set."""
+    unknown = sorted(set(names) - allowed) if allowed else []
+    if unknown:
+        raise click.BadParameter(
+            f"unknown recipient {unknown[0]!r}; configured recipients: {', '.join(sorted(allowed))} "
+            "(CLAIMCHECK_RECIPIENTS)",
+            param_hint=hint,
+        )
+
+
 def _job(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is not None and not _JOB.match(value):
         raise click.BadParameter(f"invalid job {value!r}: letters, digits, '.', '_' and '-' only")
@@ -69,14 +81,31 @@ def _emit(document: dict[str, Any]) -> None:
     click.echo(json.dumps(document, sort_keys=True))
 
 
+def main() -> None:
+    """Entry point: errors in arguments or configuration end in one line and exit code 2."""
+    try:
+        code = cli.main(prog_name="claimcheck", standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"claimcheck: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "CLAIMCHECK_" + "_".join(str(part) for part in first["loc"]).upper()
+        click.echo(f"claimcheck: error: invalid configuration {name}: {first['msg']}", err=True)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="claimcheck")
-def main() -> None:
+def cli() -> None:
     """Claim-check offloading for RabbitMQ: payloads in S3, pointers on the broker,
     deletion once every recipient confirmed."""
 
 
-@main.command()
+@cli.command()
 @click.option("--job", callback=_job, envvar="JOB", help="Job id (default: a new run-... id).")
 @click.option("--count", type=click.IntRange(min=1, max=1_000_000), default=5, envvar="COUNT", show_default=True)
 @click.option("--size", "size", default="1MB", envvar="MSG_SIZE", callback=_size, show_default=True,
@@ -97,6 +126,7 @@ def producer(job: str | None, count: int, size: int, recipients: list[str], veri
     from claimcheck.progress import wait_for
 
     config = settings()
+    _check_configured(recipients, config.allowed_recipients(), "'--recipients'")
     logsetup.configure(config.log_level, "producer")
     job = job or producing.new_job_id()
     click.echo(f"job {job}: producing {count} x {format_size(size)} for recipients {', '.join(recipients)}")
@@ -129,7 +159,7 @@ def producer(job: str | None, count: int, size: int, recipients: list[str], veri
     _emit(summary)
 
 
-@main.command()
+@cli.command()
 @click.option("--recipient", default="billing", envvar="RECIPIENT", callback=_recipient, show_default=True,
               help="The recipient group this replica belongs to.")
 @click.option("--job", callback=_job, help="With --expect: the job to wait for.")
@@ -137,13 +167,17 @@ def producer(job: str | None, count: int, size: int, recipients: list[str], veri
 @click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Payloads verified concurrently (also the prefetch).")
 @click.option("--hook", help="Processing hook as module:function, called with (pointer, payload stream).")
-def consumer(recipient: str, job: str | None, expect: int | None, workers: int, hook: str | None) -> None:
+@click.option("--http-port", type=click.IntRange(0, 65535), default=0, envvar="CLAIMCHECK_CONSUMER_HTTP_PORT",
+              help="Serve /healthz, /readyz and /metrics on this port (0: none).")
+def consumer(recipient: str, job: str | None, expect: int | None, workers: int, hook: str | None,
+             http_port: int) -> None:
     """Consume pointers of one recipient group, verify payloads, send business ACKs."""
     from claimcheck.consumer import RecipientConsumer, load_hook, noop_hook, wait_for_job
 
     if (job is None) != (expect is None):
         raise click.UsageError("--job and --expect go together")
     config = settings()
+    _check_configured([recipient], config.allowed_recipients(), "'--recipient'")
     logsetup.configure(config.log_level, f"consumer[{recipient}]")
     try:
         processing = load_hook(hook) if hook else noop_hook
@@ -153,11 +187,11 @@ def consumer(recipient: str, job: str | None, expect: int | None, workers: int, 
     replica = RecipientConsumer(config, recipient, processing, workers)
     if job is not None and expect is not None:
         threading.Thread(target=wait_for_job, args=(config.coordinator_url, job, expect, stop), daemon=True).start()
-    replica.run(stop)
+    replica.run(stop, http_port or None)
     _emit(vars(replica.stats))
 
 
-@main.command()
+@cli.command()
 @click.option("--http-port", type=click.IntRange(0, 65535), envvar="CLAIMCHECK_HTTP_PORT", default=38080,
               show_default=True, help="Port of the health, readiness and progress endpoint (0: none).")
 def coordinator(http_port: int) -> None:
@@ -169,7 +203,7 @@ def coordinator(http_port: int) -> None:
     Coordinator(config).run(_stop_on_signals(), http_port or None)
 
 
-@main.command()
+@cli.command()
 def migrate() -> None:
     """Apply the ledger's schema migrations and exit."""
     from claimcheck.schema import migrate as apply
@@ -178,7 +212,27 @@ def migrate() -> None:
     click.echo(f"applied migrations {applied}" if applied else "ledger schema is up to date")
 
 
-@main.command(name="topology")
+@cli.command(name="sweep")
+@click.option("--grace", type=click.FloatRange(min=0), default=None,
+              help="Only objects older than this many seconds (default: CLAIMCHECK_SWEEP_GRACE_SECONDS).")
+@click.option("--prefix", default="", help="Only keys under this prefix, e.g. a job's 'run-.../'.")
+def sweep_orphans(grace: float | None, prefix: str) -> None:
+    """Delete stored payloads that no live pointer references (one pass of the coordinator's sweeper)."""
+    from claimcheck.ledger import Ledger
+    from claimcheck.sweeper import sweep
+
+    config = settings()
+    logsetup.configure(config.log_level, "sweep")
+    ledger = Ledger(config.database_url)
+    try:
+        swept = sweep(store.client(config), ledger, config.s3_bucket,
+                      config.sweep_grace_seconds if grace is None else grace, prefix)
+    finally:
+        ledger.close()
+    click.echo(f"swept {swept} orphaned objects")
+
+
+@cli.command(name="topology")
 @click.option("--recipients", default="billing,audit", envvar="RECIPIENTS", callback=_recipients, show_default=True)
 def declare_topology(recipients: list[str]) -> None:
     """Declare the exchanges and quorum queues, including the recipients' queues."""
@@ -189,7 +243,7 @@ def declare_topology(recipients: list[str]) -> None:
     click.echo(f"declared topology for recipients {', '.join(recipients)}")
 
 
-@main.command()
+@cli.command()
 @click.option("--job", callback=_job, help="Only this job.")
 def status(job: str | None) -> None:
     """Print the ledger: objects per job and state, ACKs per recipient."""
@@ -198,7 +252,7 @@ def status(job: str | None) -> None:
     click.echo(ledger_report(settings().database_url, job))
 
 
-@main.command()
+@cli.command()
 @click.option("--count", type=click.IntRange(min=1, max=10_000), default=5, envvar="COUNT", show_default=True)
 @click.option("--size", "size", default="1MB", envvar="MSG_SIZE", callback=_size, show_default=True)
 @click.option("--timeout", type=click.FloatRange(min=1), default=180.0, show_default=True)

@@ -5,7 +5,10 @@ Defaults point at the local stack that ``make up`` starts (ports in docs/interfa
 
 from functools import lru_cache
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from claimcheck.signing import Keyring
 
 
 class Settings(BaseSettings):
@@ -25,6 +28,28 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Seconds a publisher waits for a broker confirm before retrying on a fresh channel.
     confirm_timeout: float = 15.0
+    # HMAC keys for pointers and ACKs, "kid:secret[,kid:secret]": the first signs, all verify.
+    # The default is for the local stack only; the Helm chart generates a random one.
+    hmac_keys: str = "local:claimcheck-local-signing-key"
+    # Recipient groups a producer may name; empty allows any valid name.
+    recipients: str = ""
+    # The orphan sweeper deletes objects no live pointer references once they are this old.
+    sweep_grace_seconds: float = 3600.0
+    sweep_interval_seconds: float = 300.0
+
+    @field_validator("hmac_keys")
+    @classmethod
+    def _keyring_parses(cls, value: str) -> str:
+        Keyring.parse(value)
+        return value
+
+    def keyring(self) -> Keyring:
+        """The parsed HMAC keyring."""
+        return Keyring.parse(self.hmac_keys)
+
+    def allowed_recipients(self) -> frozenset[str]:
+        """The configured recipient groups (empty: any)."""
+        return frozenset(name.strip() for name in self.recipients.split(",") if name.strip())
 
 
 @lru_cache(maxsize=1)

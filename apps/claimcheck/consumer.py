@@ -17,11 +17,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from claimcheck import metrics, store, topology
 from claimcheck.broker import BrokerSession
 from claimcheck.config import Settings
-from claimcheck.consuming import ConsumerLoop, Delivery
+from claimcheck.consuming import ConsumerLoop, Delivery, DependencyDown
 from claimcheck.deadletter import dead_letter
+from claimcheck.httpapi import routes_for, serve
 from claimcheck.progress import fetch_progress
 from claimcheck.protocol import Ack, InvalidMessage, Pointer, decode, now
 
@@ -66,28 +69,48 @@ class RecipientConsumer:
         self._settings = settings
         self._recipient = recipient
         self._hook = hook
+        self._keyring = settings.keyring()
         self._s3 = store.client(settings)
         self._declare = lambda channel: topology.declare(channel, [recipient])
         self._publisher = BrokerSession(settings.amqp_url, self._declare, settings.confirm_timeout)
         self._workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"verify-{recipient}")
         self._loop = ConsumerLoop(
-            settings.amqp_url, self._declare, [topology.recipient_queue(recipient)], workers, self._on_pointer
+            settings.amqp_url,
+            self._declare,
+            [topology.recipient_queue(recipient)],
+            workers,
+            self._on_pointer,
+            gate=self._storage_down,
         )
 
-    def run(self, stop: threading.Event) -> None:
-        """Consume until ``stop`` is set."""
+    def run(self, stop: threading.Event, http_port: int | None = None) -> None:
+        """Consume until ``stop`` is set; with ``http_port``, serve health, readiness and metrics."""
         log.info("consumer %s started", self.name)
+        server = serve(http_port, routes_for(self._readiness, [])) if http_port is not None else None
         try:
             self._loop.run(stop)
         finally:
             self._workers.shutdown(wait=True, cancel_futures=True)
             self._publisher.close()
+            if server is not None:
+                server.shutdown()
+
+    def _storage_down(self) -> str | None:
+        try:
+            self._s3.head_bucket(Bucket=self._settings.s3_bucket)
+        except (BotoCoreError, ClientError) as exc:
+            return f"S3 unreachable: {exc}"
+        return None
+
+    def _readiness(self) -> str | None:
+        return self._storage_down() or (None if self._loop.connected.is_set() else "not consuming from the broker")
 
     def _on_pointer(self, delivery: Delivery) -> None:
         try:
+            self._keyring.verify(delivery.body, delivery.properties.headers)
             pointer = decode(delivery.body, Pointer)
         except InvalidMessage as exc:
-            self._reject(delivery, "invalid", exc.reason)
+            self._reject(delivery, exc.category, exc.reason)
             return
         if self._recipient not in pointer.recipients:
             self._reject(delivery, "foreign_recipient", f"pointer does not name recipient {self._recipient!r}")
@@ -110,6 +133,13 @@ class RecipientConsumer:
             self._reject(delivery, "integrity", f"object {pointer.object_id}: {error}")
         elif isinstance(error, store.ObjectMissing):
             self._reject(delivery, "missing_object", str(error))
+        elif isinstance(error, BotoCoreError):
+            metrics.CONSUMED.labels(self._recipient, "retried").inc()
+            delivery.requeue()
+            raise DependencyDown(f"S3 unreachable while fetching object {pointer.object_id}: {error}")
+        elif error is not None and delivery.delivery_count + 1 >= topology.DELIVERY_LIMIT:
+            self._reject(delivery, "processing_failed",
+                         f"object {pointer.object_id}: failed {delivery.delivery_count + 1} times, last: {error!r}")
         elif error is not None:
             log.warning("processing object %s failed, returning it to the queue: %s", pointer.object_id, error)
             metrics.CONSUMED.labels(self._recipient, "retried").inc()
@@ -128,8 +158,13 @@ class RecipientConsumer:
             consumer=self.name,
             acked_at=now(),
         )
+        body = ack.encode()
         self._publisher.publish(
-            topology.ACK_EXCHANGE, topology.ACK_ROUTING_KEY, ack.encode(), message_id=f"{pointer.object_id}.{self._recipient}"
+            topology.ACK_EXCHANGE,
+            topology.ACK_ROUTING_KEY,
+            body,
+            message_id=f"{pointer.object_id}.{self._recipient}",
+            headers=self._keyring.sign(body),
         )
         delivery.ack()
         self.stats.acked += 1

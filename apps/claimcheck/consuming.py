@@ -32,6 +32,11 @@ class Delivery:
     properties: Any
     body: bytes
 
+    @property
+    def delivery_count(self) -> int:
+        """Earlier deliveries of this message, as the quorum queue counts them."""
+        return int((self.properties.headers or {}).get("x-delivery-count", 0))
+
     def ack(self) -> None:
         """Acknowledge, unless the channel died meanwhile (then the broker redelivers it)."""
         if self.channel.is_open:
@@ -44,13 +49,27 @@ class Delivery:
 
 
 Handler = Callable[[Delivery], None]
+# Returns None when the component's other dependencies (database, S3) answer, else why not.
+Gate = Callable[[], str | None]
+
+
+class DependencyDown(Exception):
+    """Raised by a handler when the database or S3 stopped answering.
+
+    The loop then closes the connection (unacknowledged messages go back to their queue) and
+    does not consume again until the gate reports the dependency back, so an outage costs each
+    in-flight message one redelivery instead of spinning through its delivery limit.
+    """
 
 
 class ConsumerLoop:
     """Consume ``queues`` with bounded prefetch until ``stop`` is set, reconnecting as needed."""
 
-    def __init__(self, url: str, declare: Declare, queues: list[str], prefetch: int, handler: Handler) -> None:
+    def __init__(
+        self, url: str, declare: Declare, queues: list[str], prefetch: int, handler: Handler, gate: Gate | None = None
+    ) -> None:
         self._url = url
+        self._gate = gate
         self._declare = declare
         self._queues = queues
         self._prefetch = prefetch
@@ -61,7 +80,7 @@ class ConsumerLoop:
     def run(self, stop: threading.Event) -> None:
         """Block, consuming, until ``stop`` is set."""
         retrying = Retrying(
-            retry=retry_if_exception(lambda exc: isinstance(exc, RETRYABLE) and not stop.is_set()),
+            retry=retry_if_exception(lambda exc: isinstance(exc, (*RETRYABLE, DependencyDown)) and not stop.is_set()),
             wait=wait_random_exponential(multiplier=0.1, max=3),
             stop=stop_never,
             before_sleep=lambda state: log.warning(
@@ -72,7 +91,7 @@ class ConsumerLoop:
         )
         try:
             retrying(self._consume_until, stop)
-        except RETRYABLE:
+        except (*RETRYABLE, DependencyDown):
             if not stop.is_set():
                 raise
 
@@ -87,7 +106,21 @@ class ConsumerLoop:
             return False
         return True
 
+    def _wait_for_dependencies(self, stop: threading.Event) -> None:
+        reported = None
+        while self._gate is not None and not stop.is_set():
+            reason = self._gate()
+            if reason is None:
+                if reported is not None:
+                    log.info("dependencies are back; consuming again")
+                return
+            if reason != reported:
+                log.warning("not consuming: %s", reason)
+                reported = reason
+            stop.wait(1.0)
+
     def _consume_until(self, stop: threading.Event) -> None:
+        self._wait_for_dependencies(stop)
         try:
             self._connection = BlockingConnection(parameters(self._url))
             channel = self._connection.channel()

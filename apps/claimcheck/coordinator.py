@@ -21,12 +21,13 @@ from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_afte
 from claimcheck import metrics, store, topology
 from claimcheck.broker import BrokerSession
 from claimcheck.config import Settings
-from claimcheck.consuming import ConsumerLoop, Delivery
+from claimcheck.consuming import ConsumerLoop, Delivery, DependencyDown
 from claimcheck.deadletter import dead_letter
 from claimcheck.httpapi import Response, Route, routes_for, serve
 from claimcheck.ledger import Applied, Ledger, Outcome
 from claimcheck.protocol import Ack, InvalidMessage, Pointer, decode
 from claimcheck.schema import migrate
+from claimcheck.sweeper import sweep
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Coordinator:
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._settings = settings
         self._lease_seconds = lease_seconds
+        self._keyring = settings.keyring()
         self._ledger = Ledger(settings.database_url)
         self._publisher = BrokerSession(settings.amqp_url, topology.declare, settings.confirm_timeout)
         self._loop = ConsumerLoop(
@@ -49,6 +51,7 @@ class Coordinator:
             [topology.COORDINATOR_POINTER_QUEUE, topology.ACK_QUEUE],
             prefetch,
             self._handle,
+            gate=self._ledger_down,
         )
         self._due = threading.Event()
         self._http_ledgers = threading.local()
@@ -59,6 +62,7 @@ class Coordinator:
         server = serve(http_port, self._routes()) if http_port is not None else None
         deleter = threading.Thread(target=self._delete_loop, args=(stop,), name="deleter", daemon=True)
         deleter.start()
+        threading.Thread(target=self._sweep_loop, args=(stop,), name="sweeper", daemon=True).start()
         log.info("coordinator %s started", self.owner)
         try:
             self._loop.run(stop)
@@ -74,9 +78,10 @@ class Coordinator:
     def _handle(self, delivery: Delivery) -> None:
         kind: type[Pointer] | type[Ack] = Pointer if delivery.queue == topology.COORDINATOR_POINTER_QUEUE else Ack
         try:
+            self._keyring.verify(delivery.body, delivery.properties.headers)
             message = decode(delivery.body, kind)
         except InvalidMessage as exc:
-            self._reject(delivery, "invalid", exc.reason)
+            self._reject(delivery, exc.category, exc.reason)
             return
         applied = self._apply(message)
         metrics.LEDGER_MESSAGES.labels(message.type, applied.outcome.value).inc()
@@ -88,14 +93,21 @@ class Coordinator:
             log.info("object %s of job %s confirmed by every recipient; deleting", message.object_id, message.job)
             self._due.set()
 
+    def _apply(self, message: Pointer | Ack) -> Applied:
+        """Apply with short retries; a longer outage pauses consuming (see DependencyDown)."""
+        try:
+            return self._apply_retrying(message)
+        except DB_ERRORS as exc:
+            raise DependencyDown(f"ledger unreachable: {exc}".strip()) from exc
+
     @retry(
         retry=retry_if_exception_type(DB_ERRORS),
-        wait=wait_random_exponential(multiplier=0.2, max=5),
-        stop=stop_after_delay(60),
+        wait=wait_random_exponential(multiplier=0.2, max=2),
+        stop=stop_after_delay(10),
         before_sleep=before_sleep_log(log, logging.WARNING),
         reraise=True,
     )
-    def _apply(self, message: Pointer | Ack) -> Applied:
+    def _apply_retrying(self, message: Pointer | Ack) -> Applied:
         try:
             if isinstance(message, Pointer):
                 return self._ledger.apply_pointer(message)
@@ -103,6 +115,14 @@ class Coordinator:
         except DB_ERRORS:
             self._ledger.close()
             raise
+
+    def _ledger_down(self) -> str | None:
+        try:
+            self._ledger.ping()
+        except DB_ERRORS as exc:
+            self._ledger.close()
+            return f"ledger unreachable: {exc}".strip()
+        return None
 
     def _reject(self, delivery: Delivery, reason: str, detail: str) -> None:
         metrics.DEAD_LETTERS.labels("coordinator", reason).inc()
@@ -137,6 +157,17 @@ class Coordinator:
                 self._due.clear()
         ledger.close()
 
+    def _sweep_loop(self, stop: threading.Event) -> None:
+        ledger = Ledger(self._settings.database_url)
+        s3 = store.client(self._settings)
+        while not stop.wait(self._settings.sweep_interval_seconds):
+            try:
+                sweep(s3, ledger, self._settings.s3_bucket, self._settings.sweep_grace_seconds)
+            except Exception as exc:  # noqa: BLE001 - the next pass retries
+                log.warning("orphan sweep failed, will retry: %s", exc)
+                ledger.close()
+        ledger.close()
+
     # -- HTTP ------------------------------------------------------------------------------
 
     def _http_ledger(self) -> Ledger:
@@ -152,7 +183,7 @@ class Coordinator:
             except DB_ERRORS as exc:
                 self._http_ledger().close()
                 return f"ledger unreachable: {exc}".strip()
-            return None if self._loop.connected.is_set() else "not connected to the broker"
+            return None if self._loop.connected.is_set() else "not consuming from the broker"
 
         def job(match: re.Match[str]) -> Response:
             return 200, asdict(self._http_ledger().job_progress(match["job"]))

@@ -101,6 +101,8 @@ class Ledger:
         with self._conn() as connection, connection.cursor() as cursor:
             cursor.execute(_LOCK_OBJECT, {"object_id": pointer.object_id, "job": pointer.job})
             state, recipients, sha256, bucket, key = cursor.fetchone()
+            if recipients == []:
+                return Applied(Outcome.MISMATCH, detail="pointer for an object already swept as an orphan")
             if state != "awaiting_pointer":
                 if (recipients, sha256, bucket, key) != (
                     list(pointer.recipients),
@@ -199,6 +201,34 @@ class Ledger:
                 (job,),
             )
             return int(cursor.rowcount)
+
+    def live_object_ids(self, object_ids: list[str]) -> set[str]:
+        """Those of ``object_ids`` that a pointer made live and that are not deleted yet."""
+        with self._conn() as connection, connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT object_id FROM objects WHERE object_id = ANY (%s) AND state IN ('pending', 'deleting')",
+                (object_ids,),
+            )
+            return {row[0] for row in cursor.fetchall()}
+
+    def claim_orphan(self, object_id: str, job: str, bucket: str, key: str) -> bool:
+        """Record that an unreferenced object is being swept; False if a pointer made it live meanwhile.
+
+        The row is written (locked, in state ``deleted``) before the S3 delete, so a pointer
+        arriving later is recognised as one for a swept object instead of resurrecting it.
+        """
+        with self._conn() as connection, connection.cursor() as cursor:
+            cursor.execute(_LOCK_OBJECT, {"object_id": object_id, "job": job})
+            state = cursor.fetchone()[0]
+            if state in ("pending", "deleting"):
+                return False
+            cursor.execute(
+                """UPDATE objects SET state = 'deleted', recipients = coalesce(recipients, '{}'),
+                          bucket = %s, key = %s, swept_at = now(), deleted_at = now()
+                    WHERE object_id = %s""",
+                (bucket, key, object_id),
+            )
+            return True
 
     def job_progress(self, job: str) -> JobProgress:
         """Published, per-recipient acked, deleted and pending counts of one job."""

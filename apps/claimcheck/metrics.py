@@ -19,6 +19,8 @@ LEDGER_MESSAGES = Counter(
 DELETES = Counter("claimcheck_coordinator_deletes_total", "S3 objects deleted after all recipients confirmed")
 DELETE_FAILURES = Counter("claimcheck_coordinator_delete_failures_total", "S3 deletes that failed and will be retried")
 
+SWEPT = Counter("claimcheck_coordinator_orphans_swept_total", "Unreferenced objects removed by the sweeper")
+
 DEAD_LETTERS = Counter(
     "claimcheck_dead_letters_total", "Messages dead-lettered, by component and reason", ["component", "reason"]
 )

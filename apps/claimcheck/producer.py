@@ -13,10 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from botocore.exceptions import BotoCoreError
+from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
+
 from claimcheck import metrics, payload, store, topology
 from claimcheck.broker import BrokerSession
 from claimcheck.config import Settings
 from claimcheck.protocol import Pointer, make_pointer
+from claimcheck.signing import Keyring
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +47,19 @@ def object_key(job: str, object_id: str) -> str:
     return f"{job}/{object_id}.json.gz"
 
 
+@retry(
+    retry=retry_if_exception_type(BotoCoreError),
+    wait=wait_random_exponential(multiplier=0.5, max=5),
+    stop=stop_after_delay(300),
+    before_sleep=before_sleep_log(log, logging.WARNING),
+    reraise=True,
+)
 def store_payload(s3: Any, settings: Settings, job: str, seq: int, size: int, recipients: Sequence[str]) -> Pointer:
-    """Generate, gzip and upload one payload; return the pointer describing it."""
+    """Generate, gzip and upload one payload; return the pointer describing it.
+
+    An S3 outage is waited out with backoff; each attempt is a fresh object (a failed
+    multipart upload is aborted by boto3), so no half-written object is ever pointed at.
+    """
     started = time.monotonic()
     object_id = uuid.uuid4().hex
     key = object_key(job, object_id)
@@ -64,14 +79,15 @@ def store_payload(s3: Any, settings: Settings, job: str, seq: int, size: int, re
     )
 
 
-def publish_pointer(broker: BrokerSession, pointer: Pointer) -> None:
-    """One confirmed publish that the broker fans out to the coordinator and every recipient."""
+def publish_pointer(broker: BrokerSession, keyring: Keyring, pointer: Pointer) -> None:
+    """One signed, confirmed publish that the broker fans out to the coordinator and every recipient."""
+    body = pointer.encode()
     broker.publish(
         topology.POINTER_EXCHANGE,
         topology.COORDINATOR_ROUTING_KEY,
-        pointer.encode(),
+        body,
         message_id=pointer.object_id,
-        headers={"CC": list(pointer.recipients)},
+        headers={"CC": list(pointer.recipients), **keyring.sign(body)},
     )
 
 
@@ -99,6 +115,7 @@ def produce(settings: Settings, request: RunRequest) -> Iterator[Pointer]:
     broker = BrokerSession(
         settings.amqp_url, lambda channel: topology.declare(channel, recipients), settings.confirm_timeout
     )
+    keyring = settings.keyring()
     broker.channel()  # declare the recipients' queues before the first pointer can be routed
     try:
         with ThreadPoolExecutor(max_workers=request.parallelism, thread_name_prefix="upload") as uploads:
@@ -109,7 +126,7 @@ def produce(settings: Settings, request: RunRequest) -> Iterator[Pointer]:
             for index, pointer in enumerate(stored):
                 if rate > 0:
                     time.sleep(max(0.0, started + index / rate - time.monotonic()))
-                publish_pointer(broker, pointer)
+                publish_pointer(broker, keyring, pointer)
                 metrics.PUBLISHED_OBJECTS.inc()
                 metrics.PUBLISHED_BYTES.inc(pointer.payload_size)
                 log.info("published object %s of job %s", pointer.object_id, job)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_RECIPIENTS = 32
+MAX_PAYLOAD_BYTES = 64 * 2**30
 RESERVED_RECIPIENTS = frozenset({"coordinator"})
 
 RecipientName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
@@ -26,11 +27,16 @@ BucketName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]{1,61
 
 
 class InvalidMessage(ValueError):
-    """A message that cannot be accepted; ``reason`` is short and readable."""
+    """A message that cannot be accepted.
 
-    def __init__(self, reason: str) -> None:
+    ``category`` is a bounded label for metrics and the dead-letter reason (``invalid``,
+    ``forged``); ``reason`` is short and readable.
+    """
+
+    def __init__(self, reason: str, category: str = "invalid") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.category = category
 
 
 class _Message(BaseModel):
@@ -53,9 +59,9 @@ class Pointer(_Message):
     key: ObjectKey
     content_type: Literal["application/json"] = "application/json"
     content_encoding: Literal["gzip"] = "gzip"
-    payload_size: int = Field(ge=0)
+    payload_size: int = Field(ge=0, le=MAX_PAYLOAD_BYTES)
     payload_sha256: Sha256Hex
-    object_size: int = Field(ge=0)
+    object_size: int = Field(ge=0, le=MAX_PAYLOAD_BYTES)
     object_sha256: Sha256Hex
     recipients: tuple[RecipientName, ...] = Field(min_length=1, max_length=MAX_RECIPIENTS)
     recipients_total: int

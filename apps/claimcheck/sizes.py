@@ -5,6 +5,8 @@ KB/MB/GB are decimal (1 MB = 1,000,000 bytes) and KiB/MiB/GiB binary, as on a di
 
 import re
 
+from claimcheck.protocol import MAX_PAYLOAD_BYTES
+
 _UNITS = {
     "": 1,
     "B": 1,
@@ -16,7 +18,6 @@ _UNITS = {
     "GIB": 2**30,
 }
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
-MAX_SIZE = 64 * 2**30
 
 
 def parse_size(text: str) -> int:
@@ -31,7 +32,7 @@ def parse_size(text: str) -> int:
     size = int(float(number) * factor)
     if size < 1:
         raise ValueError(f"invalid size {text!r}: must be at least 1 byte")
-    if size > MAX_SIZE:
+    if size > MAX_PAYLOAD_BYTES:
         raise ValueError(f"invalid size {text!r}: larger than the 64 GiB limit")
     return size
 

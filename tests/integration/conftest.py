@@ -19,6 +19,7 @@ from claimcheck.ledger import Ledger
 from claimcheck.producer import store_payload
 from claimcheck.protocol import Pointer
 from claimcheck.schema import migrate
+from claimcheck.signing import Keyring
 from integration_helpers import DeadLetters, Running, free_port, unique, wait_until
 
 
@@ -129,6 +130,11 @@ def broker(settings: Settings) -> Iterator[BrokerSession]:
     session = BrokerSession(settings.amqp_url, topology.declare)
     yield session
     session.close()
+
+
+@pytest.fixture(scope="session")
+def keyring(settings: Settings) -> Keyring:
+    return settings.keyring()
 
 
 @pytest.fixture

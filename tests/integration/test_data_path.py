@@ -1,5 +1,7 @@
 """The whole path, producer to delete, through real RabbitMQ, PostgreSQL and S3."""
 
+import json
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -9,7 +11,7 @@ from claimcheck import store
 from claimcheck.config import Settings
 from claimcheck.consumer import RecipientConsumer
 from claimcheck.ledger import Ledger
-from claimcheck.producer import RunRequest
+from claimcheck.producer import RunRequest, publish_pointer
 from claimcheck.producer import run as run_producer
 from claimcheck.progress import fetch_progress
 from claimcheck.protocol import Pointer
@@ -61,12 +63,10 @@ def test_object_stays_until_the_last_recipient_confirms(
     broker: Any,
     ledger: Ledger,
 ) -> None:
-    from claimcheck.producer import publish_pointer
-
     fast, slow = recipients("fast", "slow")
     start_consumer(fast)
     pointer = stored([fast, slow])
-    publish_pointer(broker, pointer)
+    publish_pointer(broker, settings.keyring(), pointer)
 
     wait_until(lambda: ledger.job_progress(pointer.job).acked.get(fast) == 1, 30, "the first recipient's ACK")
     assert object_exists(pointer), "deleted before every recipient confirmed"
@@ -78,6 +78,7 @@ def test_object_stays_until_the_last_recipient_confirms(
 
 
 def test_cancelling_a_job_deletes_its_pending_objects_once(
+    settings: Settings,
     coordinator_url: str,
     recipients: Callable[..., list[str]],
     stored: Callable[..., Pointer],
@@ -86,16 +87,11 @@ def test_cancelling_a_job_deletes_its_pending_objects_once(
     ledger: Ledger,
     db: Callable[..., list[tuple[Any, ...]]],
 ) -> None:
-    import json
-    import urllib.request
-
-    from claimcheck.producer import publish_pointer
-
     names = recipients("billing", "audit")
     job = unique("cancel")
     pointers = [stored(names, job=job) for _ in range(3)]
     for pointer in pointers:
-        publish_pointer(broker, pointer)
+        publish_pointer(broker, settings.keyring(), pointer)
     wait_until(lambda: ledger.job_progress(job).pending == 3, 30, "three pending objects")
 
     def cancel() -> dict[str, Any]:

@@ -10,16 +10,24 @@ from claimcheck import topology
 from claimcheck.broker import BrokerSession
 from claimcheck.config import Settings
 from claimcheck.consumer import RecipientConsumer
-from claimcheck.producer import publish_pointer
+from claimcheck.producer import publish_pointer as send_pointer
 from claimcheck.protocol import Ack, Pointer, make_pointer
 from integration_helpers import DeadLetters, ack_for, unique, wait_until
 
 Query = Callable[..., list[tuple[Any, ...]]]
 
 
+KEYRING = Settings().keyring()
+
+
 def publish_ack(broker: BrokerSession, ack: Ack, message_id: str | None = None) -> None:
-    broker.publish(topology.ACK_EXCHANGE, topology.ACK_ROUTING_KEY, ack.encode(),
-                   message_id=message_id or f"{ack.object_id}.{ack.recipient}")
+    body = ack.encode()
+    broker.publish(topology.ACK_EXCHANGE, topology.ACK_ROUTING_KEY, body,
+                   message_id=message_id or f"{ack.object_id}.{ack.recipient}", headers=KEYRING.sign(body))
+
+
+def publish_pointer(broker: BrokerSession, pointer: Pointer) -> None:
+    send_pointer(broker, KEYRING, pointer)
 
 
 def state_of(db: Query, pointer: Pointer) -> str | None:
@@ -203,11 +211,12 @@ def test_malformed_messages_are_dead_lettered_and_components_keep_running(
     tag = unique("garbage")
     broker.channel()
     topology.declare(broker.channel(), [name])
-    broker.publish(topology.POINTER_EXCHANGE, name, b"not json at all", message_id=f"{tag}-recipient")
-    broker.publish(topology.POINTER_EXCHANGE, topology.COORDINATOR_ROUTING_KEY, b'{"type": "pointer", "version": 9}',
-                   message_id=f"{tag}-coordinator")
-    broker.publish(topology.ACK_EXCHANGE, topology.ACK_ROUTING_KEY, b'{"type": "ack", "version": 1}',
-                   message_id=f"{tag}-ack")
+    for exchange, key, body, suffix in [
+        (topology.POINTER_EXCHANGE, name, b"not json at all", "recipient"),
+        (topology.POINTER_EXCHANGE, topology.COORDINATOR_ROUTING_KEY, b'{"type": "pointer", "version": 9}', "coordinator"),
+        (topology.ACK_EXCHANGE, topology.ACK_ROUTING_KEY, b'{"type": "ack", "version": 1}', "ack"),
+    ]:
+        broker.publish(exchange, key, body, message_id=f"{tag}-{suffix}", headers=KEYRING.sign(body))
 
     assert dead_letters.reason_for(f"{tag}-recipient").startswith("invalid: not JSON")
     assert "unsupported pointer version 9" in dead_letters.reason_for(f"{tag}-coordinator")
@@ -241,3 +250,28 @@ def test_two_more_coordinators_racing_delete_each_object_once(
             racer.stop()
     assert [deletions_of(db, p) for p in pointers] == [1] * len(pointers)
     assert not any(object_exists(p) for p in pointers)
+
+
+def test_a_payload_whose_processing_keeps_failing_is_dead_lettered_after_the_delivery_limit(
+    coordinator_url: str, recipients: Callable[..., list[str]], start_consumer: Callable[..., RecipientConsumer],
+    stored: Callable[..., Pointer], object_exists: Callable[[Pointer], bool], broker: BrokerSession, db: Query,
+    dead_letters: DeadLetters,
+) -> None:
+    (name,) = recipients("billing")
+    attempts: list[str] = []
+
+    def failing_hook(pointer: Pointer, payload: Any) -> None:
+        attempts.append(pointer.object_id)
+        raise RuntimeError("downstream system rejected the payload")
+
+    consumer = start_consumer(name, hook=failing_hook)
+    pointer = stored([name])
+    publish_pointer(broker, pointer)
+
+    reason = dead_letters.reason_for(pointer.object_id)
+    assert reason.startswith(f"processing_failed: object {pointer.object_id}: failed {topology.DELIVERY_LIMIT} times")
+    assert "downstream system rejected the payload" in reason
+    assert len(attempts) == topology.DELIVERY_LIMIT
+    assert consumer.stats.acked == 0
+    assert db("SELECT count(*) FROM acks WHERE object_id = %s", pointer.object_id) == [(0,)]
+    assert object_exists(pointer)

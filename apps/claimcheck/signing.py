@@ -1,0 +1,61 @@
+"""HMAC signatures on pointers and ACKs, so that nobody who can merely publish to the broker
+can make consumers fetch, or the coordinator delete, arbitrary keys.
+
+The signature covers the exact message body (which names bucket, key, sizes, checksums,
+recipients, and for an ACK the recipient itself), so a tampered field, or an ACK re-sent as
+another recipient's, fails verification. Keys rotate: the first key of the keyring signs,
+every listed key verifies, and the key id travels in a header.
+"""
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from typing import Any
+
+from claimcheck.protocol import InvalidMessage
+
+KEY_ID_HEADER = "x-claimcheck-key-id"
+SIGNATURE_HEADER = "x-claimcheck-signature"
+
+
+class Keyring:
+    """Named HMAC-SHA256 secrets; the first one signs."""
+
+    def __init__(self, keys: Mapping[str, bytes]) -> None:
+        if not keys:
+            raise ValueError("the keyring needs at least one key")
+        self._keys = dict(keys)
+        self.signing_key_id = next(iter(self._keys))
+
+    @classmethod
+    def parse(cls, text: str) -> "Keyring":
+        """``kid:secret[,kid:secret...]``, as in ``CLAIMCHECK_HMAC_KEYS``."""
+        keys: dict[str, bytes] = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            key_id, sep, secret = item.partition(":")
+            if not sep or not key_id or len(secret) < 16:
+                raise ValueError("CLAIMCHECK_HMAC_KEYS must be kid:secret pairs, each secret at least 16 characters")
+            keys[key_id] = secret.encode()
+        return cls(keys)
+
+    def _digest(self, key_id: str, body: bytes) -> str:
+        return hmac.new(self._keys[key_id], body, hashlib.sha256).hexdigest()
+
+    def sign(self, body: bytes) -> dict[str, str]:
+        """The headers that sign ``body``."""
+        return {KEY_ID_HEADER: self.signing_key_id, SIGNATURE_HEADER: self._digest(self.signing_key_id, body)}
+
+    def verify(self, body: bytes, headers: Mapping[str, Any] | None) -> None:
+        """Raise :class:`InvalidMessage` (category ``forged``) unless ``body`` is signed by a known key."""
+        headers = headers or {}
+        key_id, signature = _text(headers.get(KEY_ID_HEADER)), _text(headers.get(SIGNATURE_HEADER))
+        if not key_id or not signature:
+            raise InvalidMessage("message is not signed", "forged")
+        if key_id not in self._keys:
+            raise InvalidMessage(f"unknown signing key id {key_id!r}", "forged")
+        if not hmac.compare_digest(signature, self._digest(key_id, body)):
+            raise InvalidMessage(f"signature does not match the message (key id {key_id!r})", "forged")
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value or "")

@@ -1,0 +1,91 @@
+"""Signed pointers and ACKs: forged, tampered, unsigned and re-addressed messages are
+dead-lettered, never fetched, never counted."""
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from claimcheck import topology
+from claimcheck.broker import BrokerSession
+from claimcheck.consumer import RecipientConsumer
+from claimcheck.producer import publish_pointer
+from claimcheck.protocol import Pointer
+from claimcheck.signing import Keyring
+from integration_helpers import DeadLetters, ack_for, wait_until
+
+EVIL = Keyring.parse("evil:attacker-controlled-secret")
+Query = Callable[..., list[tuple[Any, ...]]]
+
+
+def acks_of(db: Query, pointer: Pointer) -> list[tuple[Any, ...]]:
+    return db("SELECT recipient FROM acks WHERE object_id = %s ORDER BY recipient", pointer.object_id)
+
+
+def test_pointer_signed_with_an_unknown_key_is_never_fetched(
+    coordinator_url: str, recipients: Callable[..., list[str]], start_consumer: Callable[..., RecipientConsumer],
+    stored: Callable[..., Pointer], object_exists: Callable[[Pointer], bool], broker: BrokerSession, db: Query,
+    dead_letters: DeadLetters,
+) -> None:
+    (name,) = recipients("billing")
+    consumer = start_consumer(name)
+    victim = stored([name])
+    publish_pointer(broker, EVIL, victim)
+
+    assert dead_letters.reason_for(victim.object_id).startswith("forged: unknown signing key id 'evil'")
+    assert consumer.stats.verified == 0 and consumer.stats.acked == 0
+    assert db("SELECT count(*) FROM objects WHERE object_id = %s", victim.object_id) == [(0,)]
+    assert object_exists(victim)
+
+
+def test_tampered_pointer_is_rejected_by_consumer_and_coordinator(
+    coordinator_url: str, recipients: Callable[..., list[str]], start_consumer: Callable[..., RecipientConsumer],
+    stored: Callable[..., Pointer], object_exists: Callable[[Pointer], bool], broker: BrokerSession, db: Query,
+    dead_letters: DeadLetters, keyring: Keyring,
+) -> None:
+    (name,) = recipients("billing")
+    start_consumer(name)
+    genuine, target = stored([name]), stored([name])
+    tampered = json.loads(genuine.encode())
+    tampered["key"] = target.key
+    body = json.dumps(tampered).encode()
+    broker.publish(topology.POINTER_EXCHANGE, topology.COORDINATOR_ROUTING_KEY, body, message_id=genuine.object_id,
+                   headers={"CC": [name], **keyring.sign(genuine.encode())})
+
+    def reasons() -> list[str]:
+        dead_letters.drain()
+        return [str(headers[topology.REASON_HEADER]) for message_id, (headers, _) in dead_letters.seen.items()
+                if message_id == genuine.object_id]
+
+    reason = wait_until(reasons, 30, "the tampered pointer dead-lettered")[0]
+    assert reason.startswith("forged: signature does not match")
+    assert db("SELECT count(*) FROM objects WHERE object_id = %s", genuine.object_id) == [(0,)]
+    assert object_exists(target) and object_exists(genuine)
+
+
+def test_unsigned_and_readdressed_acks_never_count(
+    coordinator_url: str, recipients: Callable[..., list[str]], stored: Callable[..., Pointer],
+    object_exists: Callable[[Pointer], bool], broker: BrokerSession, db: Query, dead_letters: DeadLetters,
+    keyring: Keyring,
+) -> None:
+    billing, audit = recipients("billing", "audit")
+    pointer = stored([billing, audit])
+    publish_pointer(broker, keyring, pointer)
+    wait_until(lambda: db("SELECT state FROM objects WHERE object_id = %s", pointer.object_id) == [("pending",)],
+               30, "the pointer in the ledger")
+
+    billing_ack = ack_for(pointer, billing).encode()
+    billing_signature = keyring.sign(billing_ack)
+    readdressed = billing_ack.replace(f'"recipient":"{billing}"'.encode(), f'"recipient":"{audit}"'.encode())
+    assert readdressed != billing_ack
+    broker.publish(topology.ACK_EXCHANGE, topology.ACK_ROUTING_KEY, readdressed, message_id="readdressed",
+                   headers=billing_signature)
+    broker.publish(topology.ACK_EXCHANGE, topology.ACK_ROUTING_KEY, ack_for(pointer, audit).encode(),
+                   message_id="unsigned")
+    broker.publish(topology.ACK_EXCHANGE, topology.ACK_ROUTING_KEY, billing_ack, message_id="genuine",
+                   headers=billing_signature)
+
+    assert dead_letters.reason_for("readdressed").startswith("forged: signature does not match")
+    assert dead_letters.reason_for("unsigned").startswith("forged: message is not signed")
+    wait_until(lambda: acks_of(db, pointer) == [(billing,)], 30, "the genuine billing ACK")
+    assert db("SELECT state FROM objects WHERE object_id = %s", pointer.object_id) == [("pending",)]
+    assert object_exists(pointer)

@@ -1,0 +1,52 @@
+"""Bad arguments and configuration end in one readable line and exit code 2, before any
+service is contacted."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def claimcheck(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "claimcheck", *args],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **env},
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["producer", "--size", "abc"], {}, "Invalid value for '--size': invalid size 'abc'"),
+        (["producer"], {"MSG_SIZE": "12XB"}, "invalid size unit 'XB'"),
+        (["producer", "--count", "-1"], {}, "Invalid value for '--count': -1 is not in the range"),
+        (["producer"], {"COUNT": "zero"}, "Invalid value for '--count'"),
+        (["producer", "--recipients", "Billing"], {}, "invalid recipient 'Billing'"),
+        (["producer", "--recipients", "a,a"], {}, "recipients must not repeat"),
+        (["producer", "--recipients", "coordinator"], {}, "reserved"),
+        (["producer", "--recipients", "billing,mallory"], {"CLAIMCHECK_RECIPIENTS": "billing,audit"},
+         "unknown recipient 'mallory'; configured recipients: audit, billing"),
+        (["consumer", "--recipient", "mallory"], {"CLAIMCHECK_RECIPIENTS": "billing"}, "unknown recipient 'mallory'"),
+        (["consumer", "--recipient", "a,b"], {}, "exactly one recipient expected"),
+        (["consumer", "--job", "j"], {}, "--job and --expect go together"),
+        (["consumer", "--hook", "nomodule"], {}, "expected module:function"),
+        (["producer", "--job", "../etc"], {}, "invalid job '../etc'"),
+        (["producer"], {"CLAIMCHECK_HTTP_PORT": "abc"}, "invalid configuration CLAIMCHECK_HTTP_PORT"),
+        (["producer"], {"CLAIMCHECK_HMAC_KEYS": "short"}, "invalid configuration CLAIMCHECK_HMAC_KEYS"),
+        (["frobnicate"], {}, "No such command 'frobnicate'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(args: list[str], env: dict[str, str], message: str) -> None:
+    result = claimcheck(*args, **env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("claimcheck: error: "), result.stderr
+    assert message in lines[0]
+
+
+def test_help_still_works() -> None:
+    result = claimcheck("producer", "--help")
+    assert result.returncode == 0
+    assert "--size" in result.stdout and "MSG_SIZE" not in result.stderr
