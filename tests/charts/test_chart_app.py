@@ -10,7 +10,7 @@ from .conftest import APP, ROOT, find, one, render
 INTERFACE_VARIABLES = {
     "CLAIMCHECK_AMQP_URL", "CLAIMCHECK_S3_ENDPOINT_URL", "CLAIMCHECK_S3_ACCESS_KEY_ID",
     "CLAIMCHECK_S3_SECRET_ACCESS_KEY", "CLAIMCHECK_S3_REGION", "CLAIMCHECK_S3_BUCKET", "CLAIMCHECK_DATABASE_URL",
-    "CLAIMCHECK_COORDINATOR_URL", "CLAIMCHECK_HTTP_PORT", "CLAIMCHECK_LOG_LEVEL",
+    "CLAIMCHECK_COORDINATOR_URL", "CLAIMCHECK_HTTP_PORT", "CLAIMCHECK_LOG_LEVEL", "CLAIMCHECK_HMAC_KEYS",
 }
 
 
@@ -21,6 +21,20 @@ def docs() -> list[dict]:
 
 def test_env_secret_holds_every_interface_variable(docs: list[dict]) -> None:
     assert set(one(docs, "Secret", "claimcheck-env")["data"]) == INTERFACE_VARIABLES
+
+
+def test_hmac_keys_are_generated_per_install_unless_given() -> None:
+    import base64
+
+    def keys(*sets: str) -> str:
+        data = one(render(APP, sets=sets, fresh=True), "Secret", "claimcheck-env")["data"]
+        return base64.b64decode(data["CLAIMCHECK_HMAC_KEYS"]).decode()
+
+    first, second = keys(), keys()
+    assert first != second and first.startswith("k1:") and len(first) == 43
+    assert keys("config.hmacKeys=new:0123456789abcdefXYZ\\,old:0123456789abcdefOLD") == (
+        "new:0123456789abcdefXYZ,old:0123456789abcdefOLD"
+    )
 
 
 def test_coordinator_deployment(docs: list[dict]) -> None:

@@ -142,6 +142,13 @@ placeholder derived from the infra release's service names (helm template only).
 {{- $_ := set $out "CLAIMCHECK_COORDINATOR_URL" (include "claimcheck.coordinator.url" .) }}
 {{- $_ := set $out "CLAIMCHECK_HTTP_PORT" (toString .Values.config.httpPort) }}
 {{- $_ := set $out "CLAIMCHECK_LOG_LEVEL" .Values.config.logLevel }}
+{{- /* HMAC keys for signed pointers and ACKs: values, else the installed Secret's, else random. */}}
+{{- $hmac := .Values.config.hmacKeys }}
+{{- $installed := lookup "v1" "Secret" .Release.Namespace (include "claimcheck.envSecret" .) }}
+{{- if and (not $hmac) $installed (hasKey ($installed.data | default dict) "CLAIMCHECK_HMAC_KEYS") }}
+{{- $hmac = index $installed.data "CLAIMCHECK_HMAC_KEYS" | b64dec }}
+{{- end }}
+{{- $_ := set $out "CLAIMCHECK_HMAC_KEYS" (default (printf "k1:%s" (randAlphaNum 40)) $hmac) }}
 {{- toYaml $out }}
 {{- end }}
 
