@@ -15,6 +15,8 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
+from claimcheck import metrics
+
 log = logging.getLogger(__name__)
 
 Declare = Callable[[BlockingChannel], None]
@@ -38,20 +40,33 @@ RETRYABLE = (
     OSError,
 )
 
+_log_retry = before_sleep_log(log, logging.WARNING)
+
+
+def _before_retry(state: Any) -> None:
+    _log_retry(state)
+    metrics.count_publish_retry(state)
+
+
 reconnecting = retry(
     retry=retry_if_exception_type(RETRYABLE),
     wait=wait_random_exponential(multiplier=0.2, max=5),
     stop=stop_after_delay(300),
-    before_sleep=before_sleep_log(log, logging.WARNING),
+    before_sleep=_before_retry,
     reraise=True,
 )
 
 
-def parameters(url: str) -> pika.URLParameters:
-    """Connection parameters with heartbeats on and a bounded connect time."""
+def parameters(url: str, confirm_timeout: float = 15.0) -> pika.URLParameters:
+    """Connection parameters with heartbeats on and a bounded connect time.
+
+    A connection the broker blocks (memory or disk alarm) is dropped by pika a little before a
+    confirm would time out: a blocked broker stops reading, so it could not even be closed
+    politely, and the publish is retried on a fresh connection instead.
+    """
     params = pika.URLParameters(url)
     params.heartbeat = 30
-    params.blocked_connection_timeout = 120
+    params.blocked_connection_timeout = confirm_timeout * 0.8
     params.socket_timeout = 10
     params.connection_attempts = 1
     return params
@@ -66,12 +81,16 @@ class BrokerSession:
         self._confirm_timeout = confirm_timeout
         self._connection: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
+        self._connects = 0
 
     def channel(self) -> BlockingChannel:
         """The open channel, connecting and declaring the topology first if needed."""
         if self._channel is None or not self._channel.is_open:
+            if self._connects:  # not the first connection: an earlier one was lost
+                metrics.CONNECTION_RECOVERIES.labels("publish", "broker").inc()
+            self._connects += 1
             self.close()
-            self._connection = BlockingConnection(parameters(self._url))
+            self._connection = BlockingConnection(parameters(self._url, self._confirm_timeout))
             channel = self._connection.channel()
             self._declare(channel)
             channel.confirm_delivery()
@@ -105,7 +124,10 @@ class BrokerSession:
             headers=dict(headers or {}),
         )
         assert self._connection is not None
-        timer = self._connection.call_later(self._confirm_timeout, self._confirm_timed_out)
+        # BlockingConnection.call_later timers only fire inside process_data_events, never while
+        # basic_publish waits for its confirm, so the deadline is set on the underlying ioloop.
+        ioloop = self._connection._impl.ioloop  # noqa: SLF001 - see above
+        timer = ioloop.call_later(self._confirm_timeout, self._confirm_timed_out)
         try:
             channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
         except pika.exceptions.UnroutableError:
@@ -114,8 +136,7 @@ class BrokerSession:
             self.close()
             raise
         finally:
-            if self._connection is not None and self._connection.is_open:
-                self._connection.remove_timeout(timer)
+            ioloop.remove_timeout(timer)
 
     def _confirm_timed_out(self) -> None:
         raise ConfirmTimeout(f"no publisher confirm within {self._confirm_timeout:.0f} s")
