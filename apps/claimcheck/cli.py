@@ -119,18 +119,26 @@ def cli() -> None:
 @click.option("--parallelism", type=click.IntRange(1, 64), default=2, show_default=True, help="Concurrent uploads.")
 @click.option("--rate", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Publish at most this many pointers per second (0: unlimited).")
+@click.option("--http-port", type=click.IntRange(0, 65535), default=0, envvar="CLAIMCHECK_PRODUCER_HTTP_PORT",
+              help="Serve /healthz, /readyz and /metrics on this port while running (0: none).")
 def producer(job: str | None, count: int, size: int, recipients: list[str], verify: bool, timeout: float,
-             parallelism: int, rate: float) -> None:
+             parallelism: int, rate: float, http_port: int) -> None:
     """Generate, gzip and store payloads, publish their pointers."""
     from claimcheck import producer as producing
+    from claimcheck.httpapi import routes_for, serve
     from claimcheck.progress import wait_for
+    from claimcheck.progressbar import progress as progress_bar
 
     config = settings()
     _check_configured(recipients, config.allowed_recipients(), "'--recipients'")
     logsetup.configure(config.log_level, "producer")
     job = job or producing.new_job_id()
     click.echo(f"job {job}: producing {count} x {format_size(size)} for recipients {', '.join(recipients)}")
-    report = producing.run(config, producing.RunRequest(job, count, size, recipients, parallelism, rate))
+    if http_port:  # served until the command ends, --verify included, so a last scrape sees the totals
+        click.get_current_context().call_on_close(serve(http_port, routes_for(lambda: None, [])).shutdown)
+    with progress_bar("published", count) as tick:
+        report = producing.run(config, producing.RunRequest(job, count, size, recipients, parallelism, rate),
+                               lambda pointer: tick(pointer.payload_size))
     click.echo(
         f"published {report.count} pointers in {report.seconds:.2f} s "
         f"(payload {format_size(report.payload_bytes)}, stored gzip {format_size(report.object_bytes)})"
@@ -246,10 +254,11 @@ def declare_topology(recipients: list[str]) -> None:
 @cli.command()
 @click.option("--job", callback=_job, help="Only this job.")
 def status(job: str | None) -> None:
-    """Print the ledger: objects per job and state, ACKs per recipient."""
+    """Print the ledger: runs, objects pending per recipient, the oldest pending, dead letters."""
     from claimcheck.report import ledger_report
 
-    click.echo(ledger_report(settings().database_url, job))
+    config = settings()
+    click.echo(ledger_report(config.database_url, job, config.amqp_url))
 
 
 @cli.command()

@@ -74,6 +74,7 @@ class RecipientConsumer:
         self._declare = lambda channel: topology.declare(channel, [recipient])
         self._publisher = BrokerSession(settings.amqp_url, self._declare, settings.confirm_timeout)
         self._workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"verify-{recipient}")
+        metrics.recipient_metrics(recipient)
         self._loop = ConsumerLoop(
             settings.amqp_url,
             self._declare,
@@ -106,6 +107,7 @@ class RecipientConsumer:
         return self._storage_down() or (None if self._loop.connected.is_set() else "not consuming from the broker")
 
     def _on_pointer(self, delivery: Delivery) -> None:
+        metrics.RECEIVED.labels(self._recipient).inc()
         try:
             self._keyring.verify(delivery.body, delivery.properties.headers)
             pointer = decode(delivery.body, Pointer)
@@ -125,11 +127,14 @@ class RecipientConsumer:
         started = time.monotonic()
         with store.download_verified(self._s3, pointer) as payload:
             metrics.DOWNLOAD_SECONDS.labels(self._recipient).observe(time.monotonic() - started)
-            self._hook(pointer, payload)
+            metrics.VERIFIED.labels(self._recipient).inc()
+            with metrics.PROCESSING_SECONDS.labels(self._recipient).time():
+                self._hook(pointer, payload)
 
     def _finish(self, delivery: Delivery, pointer: Pointer, done: "Future[None]") -> None:
         error = done.exception()
         if isinstance(error, store.IntegrityError):
+            metrics.CHECKSUM_FAILURES.labels(self._recipient).inc()
             self._reject(delivery, "integrity", f"object {pointer.object_id}: {error}")
         elif isinstance(error, store.ObjectMissing):
             self._reject(delivery, "missing_object", str(error))
@@ -141,7 +146,8 @@ class RecipientConsumer:
             self._reject(delivery, "processing_failed",
                          f"object {pointer.object_id}: failed {delivery.delivery_count + 1} times, last: {error!r}")
         elif error is not None:
-            log.warning("processing object %s failed, returning it to the queue: %s", pointer.object_id, error)
+            log.warning("processing object %s failed, returning it to the queue: %s", pointer.object_id, error,
+                        extra={"object_id": pointer.object_id, "job": pointer.job, "recipient": self._recipient})
             metrics.CONSUMED.labels(self._recipient, "retried").inc()
             delivery.requeue()
         else:
@@ -169,7 +175,8 @@ class RecipientConsumer:
         delivery.ack()
         self.stats.acked += 1
         metrics.CONSUMED.labels(self._recipient, "acked").inc()
-        log.info("verified and acked object %s of job %s", pointer.object_id, pointer.job)
+        log.info("verified and acked object %s of job %s", pointer.object_id, pointer.job,
+                 extra={"object_id": pointer.object_id, "job": pointer.job, "recipient": self._recipient})
 
     def _reject(self, delivery: Delivery, reason: str, detail: str) -> None:
         self.stats.dead_lettered += 1

@@ -16,6 +16,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from tenacity import Retrying, retry_if_exception, stop_never, wait_random_exponential
 
+from claimcheck import metrics
 from claimcheck.broker import RETRYABLE, Declare, parameters
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,7 @@ class ConsumerLoop:
             retry=retry_if_exception(lambda exc: isinstance(exc, (*RETRYABLE, DependencyDown)) and not stop.is_set()),
             wait=wait_random_exponential(multiplier=0.1, max=3),
             stop=stop_never,
-            before_sleep=lambda state: log.warning(
-                "broker connection lost (%s); reconnecting", state.outcome.exception() if state.outcome else "?"
-            ),
+            before_sleep=self._before_reconnect,
             sleep=lambda seconds: None if stop.wait(seconds) else None,
             reraise=True,
         )
@@ -94,6 +93,12 @@ class ConsumerLoop:
         except (*RETRYABLE, DependencyDown):
             if not stop.is_set():
                 raise
+
+    @staticmethod
+    def _before_reconnect(state: Any) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        metrics.CONNECTION_RECOVERIES.labels("consume", "dependency" if isinstance(error, DependencyDown) else "broker").inc()
+        log.warning("broker connection lost (%s); reconnecting", error if error is not None else "?")
 
     def call_threadsafe(self, callback: Callable[[], None]) -> bool:
         """Run ``callback`` on the connection's thread; False if there is no live connection."""

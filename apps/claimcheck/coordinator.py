@@ -14,6 +14,7 @@ import socket
 import threading
 import uuid
 from dataclasses import asdict
+from datetime import datetime, timezone
 
 import psycopg2
 from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
@@ -55,10 +56,13 @@ class Coordinator:
         )
         self._due = threading.Event()
         self._http_ledgers = threading.local()
+        metrics.coordinator_metrics()
 
     def run(self, stop: threading.Event, http_port: int | None = None) -> None:
         """Serve until ``stop`` is set."""
         migrate(self._settings.database_url)
+        if http_port is not None:
+            metrics.register_ledger_collector(self._settings.database_url)
         server = serve(http_port, self._routes()) if http_port is not None else None
         deleter = threading.Thread(target=self._delete_loop, args=(stop,), name="deleter", daemon=True)
         deleter.start()
@@ -85,12 +89,15 @@ class Coordinator:
             return
         applied = self._apply(message)
         metrics.LEDGER_MESSAGES.labels(message.type, applied.outcome.value).inc()
+        if isinstance(message, Ack):
+            metrics.count_ack(message.recipient, applied.outcome.value)
         if applied.outcome in REJECTED:
             self._reject(delivery, REJECTED[applied.outcome], applied.detail)
             return
         delivery.ack()
         if applied.delete_decided:
-            log.info("object %s of job %s confirmed by every recipient; deleting", message.object_id, message.job)
+            log.info("object %s of job %s confirmed by every recipient; deleting", message.object_id, message.job,
+                     extra={"object_id": message.object_id, "job": message.job})
             self._due.set()
 
     def _apply(self, message: Pointer | Ack) -> Applied:
@@ -151,7 +158,10 @@ class Coordinator:
                     continue
                 if ledger.mark_deleted(task, self.owner):
                     metrics.DELETES.inc()
-                    log.info("deleted s3://%s/%s", task.bucket, task.key)
+                    if task.published_at is not None:
+                        latency = (datetime.now(timezone.utc) - task.published_at).total_seconds()
+                        metrics.PUBLISH_TO_DELETE_SECONDS.observe(max(latency, 0.0))
+                    log.info("deleted s3://%s/%s", task.bucket, task.key, extra={"object_id": task.object_id})
             if not tasks:
                 self._due.wait(1.0)
                 self._due.clear()

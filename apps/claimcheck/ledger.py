@@ -8,6 +8,7 @@ the guarded ``pending -> deleting`` update can succeed exactly once.
 
 import enum
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg2
@@ -42,6 +43,8 @@ class DeleteTask:
     object_id: str
     bucket: str
     key: str
+    # When the producer created the pointer (None for a cancelled run): for the latency metric.
+    published_at: datetime | None = None
 
 
 @dataclass
@@ -160,7 +163,7 @@ class Ledger:
                           SELECT object_id FROM objects
                            WHERE state = 'deleting' AND (lease_until IS NULL OR lease_until < now())
                            ORDER BY decided_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-                RETURNING object_id, bucket, key""",
+                RETURNING object_id, bucket, key, CASE WHEN cancelled_at IS NULL THEN pointer_created_at END""",
                 {"owner": owner, "lease": lease_seconds, "limit": limit},
             )
             return [DeleteTask(*row) for row in cursor.fetchall()]

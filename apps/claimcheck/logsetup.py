@@ -1,15 +1,86 @@
-"""Log format for every command: one line per event, with the component's name."""
+"""Log format for every command.
 
+On a terminal: one readable line per event, with the component's name. Otherwise (a pod, a
+file, a pipe): one JSON object per line, so a log pipeline can index it. Either way a record
+carries the object id and job it concerns when the call site passes them, e.g.
+``log.info("published object %s", oid, extra=fields(object_id=oid, job=job))``, so one payload
+can be followed across producer, consumers and coordinator:
+``grep '"object_id": "9f0c..."' .stack/logs/demo/*/*.log``.
+"""
+
+import json
 import logging
+import os
 import sys
+from datetime import datetime, timezone
+from typing import Any
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+# Fields that identify what a record is about, in the order they are shown.
+CONTEXT_FIELDS = ("job", "object_id", "recipient", "consumer")
 
 
-def configure(level: str, component: str) -> None:
-    """Send logs to stderr so stdout stays for results."""
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format=f"%(asctime)s %(levelname)-7s {component} %(name)s: %(message)s",
-    )
+def fields(**values: Any) -> dict[str, Any]:
+    """``extra=`` for a log call: only the fields that have a value."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, component, logger, message and any ``extra=`` fields."""
+
+    def __init__(self, component: str) -> None:
+        super().__init__()
+        self._component = component
+
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "component": self._component,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                document[key] = value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return json.dumps(document, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """The terminal format; context fields not already in the message are appended as key=value."""
+
+    def __init__(self, component: str) -> None:
+        super().__init__(f"%(asctime)s %(levelname)-7s {component} %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        message = record.getMessage()
+        context = [
+            f"{key}={getattr(record, key)}"
+            for key in CONTEXT_FIELDS
+            if getattr(record, key, None) is not None and str(getattr(record, key)) not in message
+        ]
+        return f"{line} [{' '.join(context)}]" if context else line
+
+
+def configure(level: str, component: str, json_logs: bool | None = None) -> None:
+    """Send logs to stderr so stdout stays for results; JSON unless stderr is a terminal.
+
+    ``CLAIMCHECK_LOG_FORMAT=json|text`` overrides the guess.
+    """
+    if json_logs is None:
+        chosen = os.environ.get("CLAIMCHECK_LOG_FORMAT", "").lower()
+        json_logs = chosen == "json" if chosen in ("json", "text") else not sys.stderr.isatty()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(component) if json_logs else TextFormatter(component))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
     logging.getLogger("pika").setLevel(logging.WARNING)
     logging.getLogger("botocore").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)

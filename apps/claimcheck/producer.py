@@ -7,7 +7,7 @@ not thread-safe) in completion order, each only after its object is fully stored
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,11 +47,19 @@ def object_key(job: str, object_id: str) -> str:
     return f"{job}/{object_id}.json.gz"
 
 
+_log_upload_retry = before_sleep_log(log, logging.WARNING)
+
+
+def _before_upload_retry(state: Any) -> None:
+    _log_upload_retry(state)
+    metrics.UPLOAD_RETRIES.inc()
+
+
 @retry(
     retry=retry_if_exception_type(BotoCoreError),
     wait=wait_random_exponential(multiplier=0.5, max=5),
     stop=stop_after_delay(300),
-    before_sleep=before_sleep_log(log, logging.WARNING),
+    before_sleep=_before_upload_retry,
     reraise=True,
 )
 def store_payload(s3: Any, settings: Settings, job: str, seq: int, size: int, recipients: Sequence[str]) -> Pointer:
@@ -126,17 +134,21 @@ def produce(settings: Settings, request: RunRequest) -> Iterator[Pointer]:
             for index, pointer in enumerate(stored):
                 if rate > 0:
                     time.sleep(max(0.0, started + index / rate - time.monotonic()))
-                publish_pointer(broker, keyring, pointer)
+                with metrics.PUBLISH_SECONDS.time():
+                    publish_pointer(broker, keyring, pointer)
                 metrics.PUBLISHED_OBJECTS.inc()
                 metrics.PUBLISHED_BYTES.inc(pointer.payload_size)
-                log.info("published object %s of job %s", pointer.object_id, job)
+                metrics.STORED_BYTES.inc(pointer.object_size)
+                log.info("published object %s of job %s", pointer.object_id, job,
+                         extra={"object_id": pointer.object_id, "job": job})
                 yield pointer
     finally:
         broker.close()
 
 
-def run(settings: Settings, request: RunRequest) -> ProduceReport:
-    """Produce a whole run and report its totals."""
+def run(settings: Settings, request: RunRequest,
+        on_published: Callable[[Pointer], None] | None = None) -> ProduceReport:
+    """Produce a whole run and report its totals; ``on_published`` sees each confirmed pointer."""
     report = ProduceReport(request.job)
     started = time.monotonic()
     for pointer in produce(settings, request):
@@ -144,5 +156,7 @@ def run(settings: Settings, request: RunRequest) -> ProduceReport:
         report.payload_bytes += pointer.payload_size
         report.object_bytes += pointer.object_size
         report.object_ids.append(pointer.object_id)
+        if on_published is not None:
+            on_published(pointer)
     report.seconds = time.monotonic() - started
     return report

@@ -1,6 +1,20 @@
-"""``claimcheck status``: the ledger as a person reads it."""
+"""``claimcheck status``: the ledger as a person reads it.
 
+Runs (newest first) with their object states and the age of their oldest unfinished object,
+who the pending objects wait for, and how many messages sit in the dead-letter queue (a
+passive declare: it reads the count without creating or changing anything).
+"""
+
+from datetime import datetime, timezone
+
+import pika
+import pika.exceptions
 import psycopg2
+
+from claimcheck import topology
+from claimcheck.broker import parameters
+
+MAX_WAITING_LINES = 30
 
 _BY_JOB = """
     SELECT job,
@@ -9,36 +23,91 @@ _BY_JOB = """
            count(*) FILTER (WHERE state = 'deleting') AS deleting,
            count(*) FILTER (WHERE state = 'deleted') AS deleted,
            count(*) FILTER (WHERE state = 'awaiting_pointer') AS early_acks_only,
-           min(pointer_seen_at) FILTER (WHERE state IN ('pending', 'deleting')) AS oldest_pending
+           min(pointer_seen_at) FILTER (WHERE state IN ('pending', 'deleting')) AS oldest_pending,
+           min(first_seen_at) AS started
       FROM objects WHERE %(job)s::text IS NULL OR job = %(job)s
      GROUP BY job ORDER BY min(first_seen_at) DESC LIMIT 50
 """
 _WAITING = """
-    SELECT o.job, r.recipient, count(*)
+    SELECT o.job, r.recipient, count(*), min(o.pointer_seen_at)
       FROM objects o CROSS JOIN LATERAL unnest(o.recipients) AS r(recipient)
      WHERE o.state = 'pending' AND (%(job)s::text IS NULL OR o.job = %(job)s)
        AND NOT EXISTS (SELECT 1 FROM acks a WHERE a.object_id = o.object_id AND a.recipient = r.recipient)
      GROUP BY 1, 2 ORDER BY 1, 2
 """
+_OLDEST = """
+    SELECT object_id, job, state, pointer_seen_at FROM objects
+     WHERE state IN ('pending', 'deleting') AND (%(job)s::text IS NULL OR job = %(job)s)
+     ORDER BY pointer_seen_at LIMIT 1
+"""
 
 
-def ledger_report(dsn: str, job: str | None) -> str:
-    """A table of jobs with their object states, and who the pending objects wait for."""
+def age(since: datetime | None, now: datetime) -> str:
+    """``3h05m``, ``4m12s``, ``9s``: how long ago ``since`` was."""
+    if since is None:
+        return "-"
+    seconds = max(int((now - since).total_seconds()), 0)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def dead_letter_count(amqp_url: str) -> int | None:
+    """Messages in the dead-letter queue, or None when the broker cannot be asked."""
+    try:
+        connection = pika.BlockingConnection(parameters(amqp_url))
+    except (pika.exceptions.AMQPError, OSError):
+        return None
+    try:
+        declared = connection.channel().queue_declare(topology.DEAD_LETTER_QUEUE, passive=True)
+        return int(declared.method.message_count)
+    except pika.exceptions.ChannelClosedByBroker:
+        return 0  # the queue does not exist yet: nothing was ever dead-lettered
+    except (pika.exceptions.AMQPError, OSError):
+        return None
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+def ledger_report(dsn: str, job: str | None, amqp_url: str | None = None) -> str:
+    """Runs with their object states, who pending objects wait for, the oldest pending, dead letters."""
     with psycopg2.connect(dsn, connect_timeout=5) as connection, connection.cursor() as cursor:
         cursor.execute(_BY_JOB, {"job": job})
         jobs = cursor.fetchall()
         cursor.execute(_WAITING, {"job": job})
         waiting = cursor.fetchall()
+        cursor.execute(_OLDEST, {"job": job})
+        oldest = cursor.fetchone()
+        cursor.execute("SELECT now()")
+        now = cursor.fetchone()[0]
     connection.close()
+    lines = []
     if not jobs:
-        return "no objects in the ledger" + (f" for job {job}" if job else "")
-    header = f"{'job':<32} {'published':>9} {'pending':>7} {'deleting':>8} {'deleted':>7} {'early':>5}  oldest pending"
-    lines = [header]
-    for name, published, pending, deleting, deleted, early, oldest in jobs:
-        since = oldest.isoformat(timespec="seconds") if oldest else "-"
-        lines.append(f"{name:<32} {published:>9} {pending:>7} {deleting:>8} {deleted:>7} {early:>5}  {since}")
+        lines.append("no objects in the ledger" + (f" for job {job}" if job else ""))
+    else:
+        lines.append(f"{'run':<40} {'started':<20} {'published':>9} {'pending':>7} {'deleting':>8} {'deleted':>7} "
+                     f"{'early':>5}  oldest pending")
+        for name, published, pending, deleting, deleted, early, oldest_at, started in jobs:
+            started_at = started.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            lines.append(f"{name:<40} {started_at:<20} {published:>9} {pending:>7} {deleting:>8} {deleted:>7} "
+                         f"{early:>5}  {age(oldest_at, now)}")
+    lines.append("")
     if waiting:
-        lines.append("")
-        lines.append("pending objects wait for:")
-        lines.extend(f"  {name}: {count} objects not yet confirmed by {recipient}" for name, recipient, count in waiting)
+        lines.append("pending objects per recipient (not yet confirmed):")
+        lines.extend(f"  {name}: {count} waiting for {recipient}, oldest {age(since, now)}"
+                     for name, recipient, count, since in waiting[:MAX_WAITING_LINES])
+        if len(waiting) > MAX_WAITING_LINES:
+            lines.append(f"  ... and {len(waiting) - MAX_WAITING_LINES} more (use --job)")
+    else:
+        lines.append("pending objects per recipient: none")
+    if oldest is not None:
+        object_id, oldest_job, state, since = oldest
+        lines.append(f"oldest pending object: {object_id} of {oldest_job} ({state}, {age(since, now)})")
+    if amqp_url is not None:
+        dead = dead_letter_count(amqp_url)
+        where = topology.DEAD_LETTER_QUEUE
+        lines.append(f"dead letters: {'unknown (broker unreachable)' if dead is None else dead} in {where}")
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from claimcheck_operator import GROUP, PLURAL, VERSION, coordinator, kube, naming
+from claimcheck_operator import GROUP, PLURAL, VERSION, coordinator, kube, metrics, naming
 from claimcheck_operator.builders import Owner, build_all
 from claimcheck_operator.conditions.base import make
 from claimcheck_operator.config import FINALIZER, OperatorConfig, reconcile_interval
@@ -104,6 +104,7 @@ def create_jobs(
             if retry == 0:  # one Event, not one per retry
                 kopf.warn(body, reason="JobNameTaken", message=message)
             raise kopf.TemporaryError(message, delay=15)
+    metrics.RECONCILES.labels("create", "changed" if created else "unchanged").inc()
     patch.status["jobId"] = naming.job_id(namespace, name)
     patch.status["applied"] = _applied(spec, run).to_status()
     if not status.get("startTime"):
@@ -145,6 +146,7 @@ def observe_run(
     if isinstance(written, dict):
         previous.update(written)
     if previous.get("phase") in TERMINAL:
+        metrics.set_phase(namespace or "", name, str(previous["phase"]))
         return
     config = _config(memo)
     namespace = _namespace(namespace)
@@ -156,8 +158,11 @@ def observe_run(
             return  # create_jobs reports an invalid spec
     observation = _observe(namespace, name, body.metadata.uid or "", applied, config)
     current = reconcile(previous, applied, spec_hash(spec), observation, _now(), config.stuck_after_seconds)
+    metrics.set_phase(namespace, name, current.get("phase"))
     if current == managed(previous):
+        metrics.RECONCILES.labels("observe", "unchanged").inc()
         return
+    metrics.RECONCILES.labels("observe", "changed").inc()
     patch.status.update(current)
     memo["written_status"] = current
     for event in transitions(previous, current):
@@ -178,6 +183,8 @@ def clean_up(
     """
     config = _config(memo)
     namespace = _namespace(namespace)
+    metrics.set_phase(namespace, name, None)
+    metrics.RECONCILES.labels("delete", "changed").inc()
     recipients = list(status.get("applied", {}).get("recipients") or [r.get("name", "") for r in spec.get("recipients") or []])
     for job_name in [naming.producer_job_name(name), *(naming.consumer_job_name(name, r) for r in recipients if r)]:
         if kube.delete_job(namespace, job_name):

@@ -7,6 +7,7 @@ import os
 import sys
 
 import kopf
+import prometheus_client
 
 from claimcheck_operator import handlers  # noqa: F401  (registers the handlers)
 from claimcheck_operator.config import OperatorConfig, watch_namespaces
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Reconcile ClaimCheckJob resources into producer and consumer Jobs. "
         "Configured by environment: CLAIMCHECK_APP_IMAGE, CLAIMCHECK_APP_ENV_SECRET, "
         "CLAIMCHECK_COORDINATOR_URL, CLAIMCHECK_WATCH_NAMESPACES, CLAIMCHECK_STUCK_AFTER_SECONDS, "
-        "CLAIMCHECK_OPERATOR_LIVENESS, CLAIMCHECK_LOG_LEVEL (see docs/operator.md).",
+        "CLAIMCHECK_OPERATOR_LIVENESS, CLAIMCHECK_OPERATOR_METRICS_PORT, CLAIMCHECK_LOG_LEVEL (see docs/operator.md).",
     ).parse_args(argv)
     try:
         OperatorConfig.from_env()
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     level = os.environ.get("CLAIMCHECK_LOG_LEVEL", "INFO").upper()
     kopf.configure(debug=level == "DEBUG", quiet=level in ("WARNING", "ERROR", "CRITICAL"))
     namespaces = watch_namespaces()
+    metrics_port = int(os.environ.get("CLAIMCHECK_OPERATOR_METRICS_PORT", "9100") or 0)
+    if metrics_port:
+        prometheus_client.start_http_server(metrics_port)
     kopf.run(
         standalone=True,
         clusterwide=not namespaces,
