@@ -82,6 +82,8 @@ claimcheck is running in kind cluster '${CLUSTER}', namespace '${NS}' (kubectl c
                   password: kubectl --context ${CTX} -n ${NS} get secret claimcheck-infra-minio -o jsonpath='{.data.rootPassword}' | base64 -d
   MinIO S3 API    http://127.0.0.1:30900
   Coordinator     http://127.0.0.1:30080/readyz
+  Prometheus      http://127.0.0.1:30090
+  Grafana         http://127.0.0.1:30300     dashboard "claimcheck" (see docs/observability.md)
 
 Next steps:
   kubectl -n ${NS} apply -f manifests/claimcheckjob-example.yaml
