@@ -26,7 +26,8 @@ from claimcheck.consuming import ConsumerLoop, Delivery, DependencyDown
 from claimcheck.deadletter import dead_letter
 from claimcheck.httpapi import routes_for, serve
 from claimcheck.progress import fetch_progress
-from claimcheck.protocol import Ack, InvalidMessage, Pointer, decode, now
+from claimcheck.protocol import Ack, InvalidMessage, Pointer, now
+from claimcheck.signing import decode_signed
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,7 @@ class RecipientConsumer:
     def _on_pointer(self, delivery: Delivery) -> None:
         metrics.RECEIVED.labels(self._recipient).inc()
         try:
-            self._keyring.verify(delivery.body, delivery.properties.headers)
-            pointer = decode(delivery.body, Pointer)
+            pointer = decode_signed(self._keyring, delivery.body, delivery.properties.headers, Pointer)
         except InvalidMessage as exc:
             self._reject(delivery, exc.category, exc.reason)
             return

@@ -26,8 +26,9 @@ from claimcheck.consuming import ConsumerLoop, Delivery, DependencyDown
 from claimcheck.deadletter import dead_letter
 from claimcheck.httpapi import Response, Route, routes_for, serve
 from claimcheck.ledger import Applied, Ledger, Outcome
-from claimcheck.protocol import Ack, InvalidMessage, Pointer, decode
+from claimcheck.protocol import Ack, InvalidMessage, Pointer
 from claimcheck.schema import migrate
+from claimcheck.signing import decode_signed
 from claimcheck.sweeper import sweep
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,7 @@ class Coordinator:
     def _handle(self, delivery: Delivery) -> None:
         kind: type[Pointer] | type[Ack] = Pointer if delivery.queue == topology.COORDINATOR_POINTER_QUEUE else Ack
         try:
-            self._keyring.verify(delivery.body, delivery.properties.headers)
-            message = decode(delivery.body, kind)
+            message = decode_signed(self._keyring, delivery.body, delivery.properties.headers, kind)
         except InvalidMessage as exc:
             self._reject(delivery, exc.category, exc.reason)
             return

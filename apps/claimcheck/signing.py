@@ -12,7 +12,7 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-from claimcheck.protocol import InvalidMessage
+from claimcheck.protocol import InvalidMessage, M, decode
 
 KEY_ID_HEADER = "x-claimcheck-key-id"
 SIGNATURE_HEADER = "x-claimcheck-signature"
@@ -55,6 +55,12 @@ class Keyring:
             raise InvalidMessage(f"unknown signing key id {key_id!r}", "forged")
         if not hmac.compare_digest(signature, self._digest(key_id, body)):
             raise InvalidMessage(f"signature does not match the message (key id {key_id!r})", "forged")
+
+
+def decode_signed(keyring: Keyring, body: bytes, headers: Mapping[str, Any] | None, kind: type[M]) -> M:
+    """Verify the signature, then parse: a forged message is rejected before it is even read."""
+    keyring.verify(body, headers)
+    return decode(body, kind)
 
 
 def _text(value: Any) -> str:
