@@ -67,10 +67,20 @@ class ConsumerLoop:
     """Consume ``queues`` with bounded prefetch until ``stop`` is set, reconnecting as needed."""
 
     def __init__(
-        self, url: str, declare: Declare, queues: list[str], prefetch: int, handler: Handler, gate: Gate | None = None
+        self,
+        url: str,
+        declare: Declare,
+        queues: list[str],
+        prefetch: int,
+        handler: Handler,
+        gate: Gate | None = None,
+        after_read: Callable[[], None] | None = None,
     ) -> None:
+        """``after_read`` runs on the connection's thread after each batch of deliveries was
+        handed to ``handler``: a handler may buffer and do the work there, once per batch."""
         self._url = url
         self._gate = gate
+        self._after_read = after_read
         self._declare = declare
         self._queues = queues
         self._prefetch = prefetch
@@ -137,6 +147,8 @@ class ConsumerLoop:
             log.info("consuming %s", ", ".join(self._queues))
             while not stop.is_set():
                 self._connection.process_data_events(time_limit=0.5)
+                if self._after_read is not None:
+                    self._after_read()
         finally:
             self.connected.clear()
             self._close()

@@ -54,7 +54,10 @@ class Coordinator:
             prefetch,
             self._handle,
             gate=self._ledger_down,
+            after_read=self._flush,
         )
+        self._prefetch = prefetch
+        self._batch: list[tuple[Delivery, Pointer | Ack]] = []
         self._due = threading.Event()
         self._http_ledgers = threading.local()
         metrics.coordinator_metrics()
@@ -81,29 +84,45 @@ class Coordinator:
     # -- count -----------------------------------------------------------------------------
 
     def _handle(self, delivery: Delivery) -> None:
+        """Decode and verify now; apply with the rest of this read from the broker (see _flush)."""
         kind: type[Pointer] | type[Ack] = Pointer if delivery.queue == topology.COORDINATOR_POINTER_QUEUE else Ack
         try:
             message = decode_signed(self._keyring, delivery.body, delivery.properties.headers, kind)
         except InvalidMessage as exc:
             self._reject(delivery, exc.category, exc.reason)
             return
-        applied = self._apply(message)
-        metrics.LEDGER_MESSAGES.labels(message.type, applied.outcome.value).inc()
-        if isinstance(message, Ack):
-            metrics.count_ack(message.recipient, applied.outcome.value)
-        if applied.outcome in REJECTED:
-            self._reject(delivery, REJECTED[applied.outcome], applied.detail)
-            return
-        delivery.ack()
-        if applied.delete_decided:
-            log.info("object %s of job %s confirmed by every recipient; deleting", message.object_id, message.job,
-                     extra={"object_id": message.object_id, "job": message.job})
-            self._due.set()
+        self._batch.append((delivery, message))
+        if len(self._batch) >= self._prefetch:
+            self._flush()
 
-    def _apply(self, message: Pointer | Ack) -> Applied:
+    def _flush(self) -> None:
+        """Apply the buffered messages in one transaction, then ack or dead-letter each.
+
+        Broker acks follow the commit, so a crash in between only causes redeliveries, which
+        the ledger absorbs.
+        """
+        # Deliveries from a connection that died meanwhile are redelivered; leave them to that.
+        batch, self._batch = [(d, m) for d, m in self._batch if d.channel.is_open], []
+        if not batch:
+            return
+        results = self._apply([message for _, message in batch])
+        for (delivery, message), applied in zip(batch, results, strict=True):
+            metrics.LEDGER_MESSAGES.labels(message.type, applied.outcome.value).inc()
+            if isinstance(message, Ack):
+                metrics.count_ack(message.recipient, applied.outcome.value)
+            if applied.outcome in REJECTED:
+                self._reject(delivery, REJECTED[applied.outcome], applied.detail)
+                continue
+            delivery.ack()
+            if applied.delete_decided:
+                log.info("object %s of job %s confirmed by every recipient; deleting", message.object_id, message.job,
+                         extra={"object_id": message.object_id, "job": message.job})
+                self._due.set()
+
+    def _apply(self, messages: list[Pointer | Ack]) -> list[Applied]:
         """Apply with short retries; a longer outage pauses consuming (see DependencyDown)."""
         try:
-            return self._apply_retrying(message)
+            return self._apply_retrying(messages)
         except DB_ERRORS as exc:
             raise DependencyDown(f"ledger unreachable: {exc}".strip()) from exc
 
@@ -114,11 +133,9 @@ class Coordinator:
         before_sleep=before_sleep_log(log, logging.WARNING),
         reraise=True,
     )
-    def _apply_retrying(self, message: Pointer | Ack) -> Applied:
+    def _apply_retrying(self, messages: list[Pointer | Ack]) -> list[Applied]:
         try:
-            if isinstance(message, Pointer):
-                return self._ledger.apply_pointer(message)
-            return self._ledger.apply_ack(message)
+            return self._ledger.apply(messages)
         except DB_ERRORS:
             self._ledger.close()
             raise

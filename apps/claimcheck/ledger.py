@@ -7,6 +7,7 @@ the guarded ``pending -> deleting`` update can succeed exactly once.
 """
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -99,58 +100,28 @@ class Ledger:
         with self._conn() as connection, connection.cursor() as cursor:
             cursor.execute("SELECT 1")
 
+    def apply(self, messages: Sequence[Pointer | Ack]) -> list[Applied]:
+        """Apply a batch of pointers and ACKs in one transaction: one commit for many messages.
+
+        Rows are locked in object-id order, so coordinators applying overlapping batches never
+        deadlock; the results come back in the order of ``messages``.
+        """
+        results: dict[int, Applied] = {}
+        with self._conn() as connection, connection.cursor() as cursor:
+            for index in sorted(range(len(messages)), key=lambda i: messages[i].object_id):
+                message = messages[index]
+                results[index] = (
+                    _apply_pointer(cursor, message) if isinstance(message, Pointer) else _apply_ack(cursor, message)
+                )
+        return [results[index] for index in range(len(messages))]
+
     def apply_pointer(self, pointer: Pointer) -> Applied:
         """Learn an object's recipient set from its pointer."""
-        with self._conn() as connection, connection.cursor() as cursor:
-            cursor.execute(_LOCK_OBJECT, {"object_id": pointer.object_id, "job": pointer.job})
-            state, recipients, sha256, bucket, key = cursor.fetchone()
-            if recipients == []:
-                return Applied(Outcome.MISMATCH, detail="pointer for an object already swept as an orphan")
-            if state != "awaiting_pointer":
-                if (recipients, sha256, bucket, key) != (
-                    list(pointer.recipients),
-                    pointer.payload_sha256,
-                    pointer.bucket,
-                    pointer.key,
-                ):
-                    return Applied(Outcome.MISMATCH, detail="pointer contradicts the one already recorded")
-                return Applied(Outcome.DUPLICATE)
-            cursor.execute(
-                """UPDATE objects SET state = 'pending', job = %(job)s, bucket = %(bucket)s, key = %(key)s,
-                          recipients = %(recipients)s, payload_size = %(payload_size)s,
-                          payload_sha256 = %(payload_sha256)s, pointer_created_at = %(created_at)s,
-                          pointer_seen_at = now()
-                    WHERE object_id = %(object_id)s""",
-                {**pointer.model_dump(), "recipients": list(pointer.recipients)},
-            )
-            return Applied(Outcome.RECORDED, delete_decided=self._decide(cursor, pointer.object_id))
+        return self.apply([pointer])[0]
 
     def apply_ack(self, ack: Ack) -> Applied:
         """Count one recipient's ACK, at most once per (object, recipient)."""
-        with self._conn() as connection, connection.cursor() as cursor:
-            cursor.execute(_LOCK_OBJECT, {"object_id": ack.object_id, "job": ack.job})
-            state, recipients, sha256, _, _ = cursor.fetchone()
-            if recipients is not None and ack.recipient not in recipients:
-                return Applied(Outcome.FOREIGN, detail=f"recipient {ack.recipient!r} is not in {recipients}")
-            if sha256 is not None and ack.payload_sha256 != sha256:
-                return Applied(Outcome.MISMATCH, detail="ACK names a different payload sha256 than the pointer")
-            cursor.execute(
-                """INSERT INTO acks (object_id, recipient, payload_sha256, consumer)
-                   VALUES (%(object_id)s, %(recipient)s, %(payload_sha256)s, %(consumer)s)
-                   ON CONFLICT (object_id, recipient) DO UPDATE SET duplicates = acks.duplicates + 1
-                   RETURNING duplicates""",
-                ack.model_dump(),
-            )
-            if cursor.fetchone()[0] > 0:
-                return Applied(Outcome.DUPLICATE)
-            if state == "awaiting_pointer":
-                return Applied(Outcome.EARLY)
-            return Applied(Outcome.RECORDED, delete_decided=self._decide(cursor, ack.object_id))
-
-    @staticmethod
-    def _decide(cursor: Any, object_id: str) -> bool:
-        cursor.execute(_DECIDE, {"object_id": object_id})
-        return cursor.fetchone() is not None
+        return self.apply([ack])[0]
 
     def claim_deletions(self, owner: str, lease_seconds: float, limit: int = 100) -> list[DeleteTask]:
         """Lease up to ``limit`` objects due for deletion whose lease is free or expired."""
@@ -254,3 +225,55 @@ class Ledger:
             )
             acked = dict(cursor.fetchall())
         return JobProgress(job, published, acked, deleted, pending, awaiting, cancelled)
+
+
+def _apply_pointer(cursor: Any, pointer: Pointer) -> Applied:
+    cursor.execute(_LOCK_OBJECT, {"object_id": pointer.object_id, "job": pointer.job})
+    state, recipients, sha256, bucket, key = cursor.fetchone()
+    if recipients == []:
+        return Applied(Outcome.MISMATCH, detail="pointer for an object already swept as an orphan")
+    if state != "awaiting_pointer":
+        if (recipients, sha256, bucket, key) != (
+            list(pointer.recipients),
+            pointer.payload_sha256,
+            pointer.bucket,
+            pointer.key,
+        ):
+            return Applied(Outcome.MISMATCH, detail="pointer contradicts the one already recorded")
+        return Applied(Outcome.DUPLICATE)
+    cursor.execute(
+        """UPDATE objects SET state = 'pending', job = %(job)s, bucket = %(bucket)s, key = %(key)s,
+                  recipients = %(recipients)s, payload_size = %(payload_size)s,
+                  payload_sha256 = %(payload_sha256)s, pointer_created_at = %(created_at)s,
+                  pointer_seen_at = now()
+            WHERE object_id = %(object_id)s""",
+        {**pointer.model_dump(), "recipients": list(pointer.recipients)},
+    )
+    return Applied(Outcome.RECORDED, delete_decided=_decide(cursor, pointer.object_id))
+
+
+def _apply_ack(cursor: Any, ack: Ack) -> Applied:
+    cursor.execute(_LOCK_OBJECT, {"object_id": ack.object_id, "job": ack.job})
+    state, recipients, sha256, _, _ = cursor.fetchone()
+    if recipients is not None and ack.recipient not in recipients:
+        return Applied(Outcome.FOREIGN, detail=f"recipient {ack.recipient!r} is not in {recipients}")
+    if sha256 is not None and ack.payload_sha256 != sha256:
+        return Applied(Outcome.MISMATCH, detail="ACK names a different payload sha256 than the pointer")
+    cursor.execute(
+        """INSERT INTO acks (object_id, recipient, payload_sha256, consumer)
+           VALUES (%(object_id)s, %(recipient)s, %(payload_sha256)s, %(consumer)s)
+           ON CONFLICT (object_id, recipient) DO UPDATE SET duplicates = acks.duplicates + 1
+           RETURNING duplicates""",
+        ack.model_dump(),
+    )
+    if cursor.fetchone()[0] > 0:
+        return Applied(Outcome.DUPLICATE)
+    if state == "awaiting_pointer":
+        return Applied(Outcome.EARLY)
+    return Applied(Outcome.RECORDED, delete_decided=_decide(cursor, ack.object_id))
+
+
+def _decide(cursor: Any, object_id: str) -> bool:
+    """The guarded pending -> deleting transition; True only for the one call that makes it."""
+    cursor.execute(_DECIDE, {"object_id": object_id})
+    return cursor.fetchone() is not None

@@ -19,9 +19,21 @@ from claimcheck.config import Settings
 from claimcheck.protocol import Pointer
 
 MiB = 1024 * 1024
-# Parts of 5 MiB (the S3 minimum), two in flight: s3transfer buffers a few parts ahead, so the
-# producer stays near 20 MiB above its baseline whatever the payload size.
-TRANSFER = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=5 * MiB, max_concurrency=2)
+
+
+def _transfer_config() -> TransferConfig:
+    """Parts of 5 MiB (the S3 minimum), two in flight, at most three read ahead.
+
+    s3transfer reads up to ``max_in_memory_upload_chunks`` parts of a non-seekable stream ahead
+    of the uploads (10 by default), so with a slow S3 the producer's memory would grow to
+    10 x 5 MiB; three keeps it flat at ~15 MiB above its baseline whatever the payload size.
+    """
+    config = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=5 * MiB, max_concurrency=2)
+    config.max_in_memory_upload_chunks = 3  # not an argument of boto3's constructor
+    return config
+
+
+TRANSFER = _transfer_config()
 READ_CHUNK = MiB
 # Verified payloads up to this size stay in memory before the hook sees them; larger ones spool to disk.
 SPOOL_IN_MEMORY = 2 * MiB
