@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 export MSG_SIZE COUNT VERIFY RECIPIENT RECIPIENTS
 
 .PHONY: help install up down status demo coordinator consumer producer ledger test test-unit \
-        rmq-stop rmq-kill rmq-start helm kind-up kind-down
+        rmq-stop rmq-kill rmq-start helm bench kind-up kind-down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -69,6 +69,10 @@ test: up helm ## Install what is needed, start the stack, run every test
 
 test-unit: install ## Only the tests that need no services
 	@$(PYTEST) tests/unit $(PYTEST_ARGS)
+
+bench: up ## Benchmarks against the local stack -> docs/benchmarks.md (FULL=1: longer, 5 repeats, 1 GiB case)
+	@$(VENV)/bin/pip install -q -e '.[bench]'
+	@$(VENV)/bin/python -m bench $(if $(filter 1 true yes,$(FULL)),--full)
 
 kind-up: ## Create a kind cluster and install the charts (needs Docker, kind, kubectl)
 	@bash scripts/kind-up.sh

@@ -178,6 +178,16 @@ launch() {
     echo $!
 }
 
+# launched FILE: the process whose pid `launch` recorded in FILE is still alive. Right after
+# `launch`, it may not have exec'd its program yet (its comm is still "bash" or "setsid"), so
+# pid_of FILE COMM fails although nothing went wrong: use this to tell "not yet" from "exited".
+launched() {
+    local pid
+    pid=$(head -n1 "$1" 2>/dev/null | tr -dc '0-9')
+    [[ -n $pid && -r /proc/$pid/stat ]] || return 1
+    [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]]
+}
+
 python_bin() {
     if [[ -x $VENV/bin/python ]]; then echo "$VENV/bin/python"; else command -v python3; fi
 }
@@ -335,7 +345,7 @@ rmq_answers() {
     local n=$1
     amqp_probe "$(rmq_amqp_port "$n")" && return 0
     rmq_pid "$n" >/dev/null || pid_of "$RUN_DIR/rmq-$n.launcher.pid" rabbitmq-server >/dev/null ||
-        die "rmq-$n exited while starting; last lines of $LOG_DIR/rmq-$n.log:
+        launched "$RUN_DIR/rmq-$n.launcher.pid" || die "rmq-$n exited while starting; last lines of $LOG_DIR/rmq-$n.log:
 $(tail -n 20 "$LOG_DIR/rmq-$n.log")"
     return 1
 }
@@ -508,7 +518,7 @@ haproxy_start() {
 }
 
 haproxy_started() {
-    haproxy_pid >/dev/null || die "HAProxy exited at start (see $LOG_DIR/haproxy.log)"
+    haproxy_pid >/dev/null || launched "$RUN_DIR/haproxy.pid" || die "HAProxy exited at start (see $LOG_DIR/haproxy.log)"
     haproxy_listening
 }
 
@@ -682,7 +692,7 @@ s3_start() {
 }
 
 s3_started() {
-    s3_pid >/dev/null || die "SeaweedFS exited at start; last lines of $LOG_DIR/seaweedfs.log:
+    s3_pid >/dev/null || launched "$RUN_DIR/seaweedfs.pid" || die "SeaweedFS exited at start; last lines of $LOG_DIR/seaweedfs.log:
 $(tail -n 20 "$LOG_DIR/seaweedfs.log")"
     port_open "$S3_PORT"
 }

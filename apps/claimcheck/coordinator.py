@@ -15,6 +15,7 @@ import threading
 import uuid
 from dataclasses import asdict
 from datetime import datetime, timezone
+from typing import Any
 
 import psycopg2
 from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
@@ -25,7 +26,7 @@ from claimcheck.config import Settings
 from claimcheck.consuming import ConsumerLoop, Delivery, DependencyDown
 from claimcheck.deadletter import dead_letter
 from claimcheck.httpapi import Response, Route, routes_for, serve
-from claimcheck.ledger import Applied, Ledger, Outcome
+from claimcheck.ledger import Applied, DeleteTask, Ledger, Outcome
 from claimcheck.protocol import Ack, InvalidMessage, Pointer
 from claimcheck.schema import migrate
 from claimcheck.signing import decode_signed
@@ -160,29 +161,34 @@ class Coordinator:
         while not stop.is_set():
             try:
                 tasks = ledger.claim_deletions(self.owner, self._lease_seconds)
+                for task in tasks:
+                    self._delete_one(ledger, s3, task)
             except DB_ERRORS as exc:
+                # Also from mark_deleted/release_deletion: a lease this pass could not record
+                # expires and the (idempotent) S3 delete is retried then.
                 log.warning("ledger unavailable for deletions: %s", exc)
                 ledger.close()
                 stop.wait(1.0)
                 continue
-            for task in tasks:
-                try:
-                    store.delete(s3, task.bucket, task.key)
-                except Exception as exc:  # noqa: BLE001 - any S3 failure is retried later
-                    metrics.DELETE_FAILURES.inc()
-                    log.warning("deleting s3://%s/%s failed, will retry: %s", task.bucket, task.key, exc)
-                    ledger.release_deletion(task, self.owner, str(exc))
-                    continue
-                if ledger.mark_deleted(task, self.owner):
-                    metrics.DELETES.inc()
-                    if task.published_at is not None:
-                        latency = (datetime.now(timezone.utc) - task.published_at).total_seconds()
-                        metrics.PUBLISH_TO_DELETE_SECONDS.observe(max(latency, 0.0))
-                    log.info("deleted s3://%s/%s", task.bucket, task.key, extra={"object_id": task.object_id})
             if not tasks:
                 self._due.wait(1.0)
                 self._due.clear()
         ledger.close()
+
+    def _delete_one(self, ledger: Ledger, s3: Any, task: DeleteTask) -> None:
+        try:
+            store.delete(s3, task.bucket, task.key)
+        except Exception as exc:  # noqa: BLE001 - any S3 failure is retried later
+            metrics.DELETE_FAILURES.inc()
+            log.warning("deleting s3://%s/%s failed, will retry: %s", task.bucket, task.key, exc)
+            ledger.release_deletion(task, self.owner, str(exc))
+            return
+        if ledger.mark_deleted(task, self.owner):
+            metrics.DELETES.inc()
+            if task.published_at is not None:
+                latency = (datetime.now(timezone.utc) - task.published_at).total_seconds()
+                metrics.PUBLISH_TO_DELETE_SECONDS.observe(max(latency, 0.0))
+            log.info("deleted s3://%s/%s", task.bucket, task.key, extra={"object_id": task.object_id})
 
     def _sweep_loop(self, stop: threading.Event) -> None:
         ledger = Ledger(self._settings.database_url)

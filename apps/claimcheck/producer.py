@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError
 from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from claimcheck import metrics, payload, store, topology
-from claimcheck.broker import BrokerSession
+from claimcheck.broker import BrokerSession, reconnecting
 from claimcheck.config import Settings
 from claimcheck.protocol import Pointer, make_pointer
 from claimcheck.signing import Keyring
@@ -124,16 +124,19 @@ def produce(settings: Settings, request: RunRequest) -> Iterator[Pointer]:
         settings.amqp_url, lambda channel: topology.declare(channel, recipients), settings.confirm_timeout
     )
     keyring = settings.keyring()
-    broker.channel()  # declare the recipients' queues before the first pointer can be routed
+    reconnecting(broker.channel)()  # declare the recipients' queues before the first pointer can be routed
     try:
         with ThreadPoolExecutor(max_workers=request.parallelism, thread_name_prefix="upload") as uploads:
-            stored = uploads.map(
-                lambda seq: store_payload(s3, settings, job, seq, request.size, recipients), range(request.count)
-            )
             started = time.monotonic()
-            for index, pointer in enumerate(stored):
+
+            def paced(seq: int) -> Pointer:
+                # Pace the uploads, not the publishes: otherwise every object is stored at full
+                # speed and then waits unreferenced in S3, and pointer.created_at says nothing.
                 if rate > 0:
-                    time.sleep(max(0.0, started + index / rate - time.monotonic()))
+                    time.sleep(max(0.0, started + seq / rate - time.monotonic()))
+                return store_payload(s3, settings, job, seq, request.size, recipients)
+
+            for pointer in uploads.map(paced, range(request.count)):
                 with metrics.PUBLISH_SECONDS.time():
                     publish_pointer(broker, keyring, pointer)
                 metrics.PUBLISHED_OBJECTS.inc()

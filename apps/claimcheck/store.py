@@ -8,12 +8,13 @@ import io
 import tempfile
 import zlib
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from isal import isal_zlib
 
 from claimcheck.config import Settings
 from claimcheck.protocol import Pointer
@@ -34,6 +35,8 @@ def _transfer_config() -> TransferConfig:
 
 
 TRANSFER = _transfer_config()
+# isal_zlib.error is not a subclass of zlib.error (and its stub does not say it is an exception).
+_GZIP_ERRORS: tuple[type[Exception], ...] = (zlib.error, cast(type[Exception], isal_zlib.error))
 READ_CHUNK = MiB
 # Verified payloads up to this size stay in memory before the hook sees them; larger ones spool to disk.
 SPOOL_IN_MEMORY = 2 * MiB
@@ -57,6 +60,10 @@ def client(settings: Settings) -> Any:
         region_name=settings.s3_region,
         config=Config(
             retries={"max_attempts": 5, "mode": "standard"},
+            # The payload's size and sha256 are verified end to end; botocore's CRC32 on every
+            # PUT and GET body is ~14 % of the producer's CPU for small payloads and adds nothing.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
             max_pool_connections=16,
             s3={"addressing_style": "path"},
         ),
@@ -112,7 +119,7 @@ def download_verified(s3: Any, pointer: Pointer) -> IO[bytes]:
     """
     object_hash, payload_hash = hashlib.sha256(), hashlib.sha256()
     object_size = 0
-    decompressor = zlib.decompressobj(31)
+    decompressor = isal_zlib.decompressobj(31)  # same API as zlib's, ~2x faster
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
     try:
         for chunk in _object_chunks(s3, pointer):
@@ -126,7 +133,7 @@ def download_verified(s3: Any, pointer: Pointer) -> IO[bytes]:
             raise IntegrityError("gzip stream is truncated or has trailing data")
         _expect("payload size", spool.tell(), pointer.payload_size)
         _expect("payload sha256", payload_hash.hexdigest(), pointer.payload_sha256)
-    except zlib.error as exc:
+    except _GZIP_ERRORS as exc:
         spool.close()
         raise IntegrityError(f"payload is not valid gzip: {exc}") from None
     except BaseException:

@@ -21,6 +21,13 @@ import pika
 import pika.exceptions
 import psycopg2
 import pytest
+
+from claimcheck import producer as producing
+from claimcheck import store, topology
+from claimcheck.broker import parameters
+from claimcheck.config import Settings
+from claimcheck.httpapi import routes_for, serve
+from claimcheck.schema import migrate
 from observability_support import (
     PROMETHEUS_URL,
     ObservedRun,
@@ -32,13 +39,6 @@ from observability_support import (
     scrape,
     wait_until,
 )
-
-from claimcheck import producer as producing
-from claimcheck import store, topology
-from claimcheck.broker import parameters
-from claimcheck.config import Settings
-from claimcheck.httpapi import routes_for, serve
-from claimcheck.schema import migrate
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_DIR = Path(os.environ.get("CLAIMCHECK_STACK_DIR", ROOT / ".stack"))

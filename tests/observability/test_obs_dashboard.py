@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from observability_support import ObservedRun, prom_query, wait_until
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "charts" / "claimcheck" / "dashboards" / "claimcheck.json"

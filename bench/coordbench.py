@@ -1,0 +1,188 @@
+"""Coordinator ACK throughput from pre-filled queues, against plain upserts into PostgreSQL.
+
+Filling: the product itself makes the messages. With no coordinator running, ``claimcheck
+producer`` publishes N small payloads for two recipient groups and one consumer replica per group
+verifies each and publishes its signed business ACK; the coordinator's two queues then hold N
+pointers and 2N ACKs. The benchmark takes them off the queues once and keeps them.
+
+Each repetition: a fresh, migrated ledger database; the kept messages are put back into the
+coordinator's queues unchanged (same bodies and headers, so signatures verify); then one
+``claimcheck coordinator`` process starts and the drain is timed from the ledger's own
+timestamps: from the first object row written (``objects.first_seen_at``) to the last ACK
+counted (``acks.acked_at``). Baseline, in the same database: the same number of single-row
+``INSERT ... ON CONFLICT DO UPDATE`` upserts into a copy of the ``acks`` table, each its own
+transaction, from one connection.
+"""
+
+import json
+import logging
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pika
+import psycopg2
+
+from bench import profiling
+from bench.pipeline import producer_summary
+from bench.stack import BenchEnv, delete_prefix
+
+log = logging.getLogger("bench")
+
+POINTER_QUEUE = "claimcheck.coordinator.pointers"
+ACK_QUEUE = "claimcheck.coordinator.acks"
+
+
+class CoordinatorBench:
+    def __init__(self, env: BenchEnv, objects: int) -> None:
+        self.env = env
+        self.objects = objects
+        self.amqp_url = env.vhost("coord")
+        self.groups = [f"{env.run_id}-a1", f"{env.run_id}-a2"]
+        self.messages: dict[str, list[tuple[Any, bytes]]] = {POINTER_QUEUE: [], ACK_QUEUE: []}
+        self.fill_seconds = 0.0
+
+    def _channel(self) -> tuple[Any, Any]:
+        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
+        return connection, connection.channel()
+
+    def _depth(self, channel: Any, queue: str) -> int:
+        return int(channel.queue_declare(queue, passive=True).method.message_count)
+
+    def harvest(self) -> None:
+        """Let the product fill the coordinator's queues, then keep their messages."""
+        started = time.monotonic()
+        child_env = self.env.env(self.amqp_url)
+        consumers = [self.env.claimcheck(f"coord-fill-consumer-{group}", ["consumer", "--recipient", group], child_env)
+                     for group in self.groups]
+        job = f"{self.env.run_id}-coordfill"
+        producer = self.env.claimcheck("coord-fill-producer", [
+            "producer", "--job", job, "--count", str(self.objects), "--size", "1KiB",
+            "--recipients", ",".join(self.groups), "--parallelism", "8", "--no-verify"], child_env)
+        finished = producer.wait(600)
+        if finished.returncode != 0:
+            raise RuntimeError(f"fill producer failed: {finished.output[-2000:]}")
+        published = int(producer_summary(finished.output).get("published", 0))
+        connection, channel = self._channel()
+        deadline = time.monotonic() + 600
+        while self._depth(channel, ACK_QUEUE) < 2 * published:
+            if time.monotonic() > deadline:
+                raise TimeoutError("consumers did not ACK every fill object")
+            time.sleep(0.2)
+        for consumer in consumers:
+            consumer.stop()
+        for queue in (POINTER_QUEUE, ACK_QUEUE):
+            expected = self._depth(channel, queue)
+            channel.basic_qos(prefetch_count=500)
+            kept = self.messages[queue]
+            for method, properties, body in channel.consume(queue, inactivity_timeout=5):
+                if method is None:
+                    break
+                kept.append((properties, body))
+                if len(kept) % 500 == 0 or len(kept) >= expected:
+                    channel.basic_ack(method.delivery_tag, multiple=True)
+                if len(kept) >= expected:
+                    break
+            channel.cancel()
+        connection.close()
+        delete_prefix(self.env.bucket, f"{job}/")
+        self.fill_seconds = time.monotonic() - started
+        log.info("coordinator bench: kept %d pointers and %d ACKs in %.1f s", len(self.messages[POINTER_QUEUE]),
+                 len(self.messages[ACK_QUEUE]), self.fill_seconds)
+
+    def _refill(self) -> None:
+        connection, channel = self._channel()
+        for queue, kept in self.messages.items():
+            for properties, body in kept:
+                channel.basic_publish("", queue, body, properties)
+        deadline = time.monotonic() + 120
+        while any(self._depth(channel, queue) < len(kept) for queue, kept in self.messages.items()):
+            if time.monotonic() > deadline:
+                raise TimeoutError("refilling the coordinator's queues timed out")
+            time.sleep(0.1)
+        connection.close()
+
+    def distinct(self) -> tuple[int, int]:
+        """Distinct objects and distinct (object, recipient) ACKs among the kept messages: a consumer
+        redelivery during the fill can leave a duplicate ACK, which the ledger counts once."""
+        objects = {json.loads(body)["object_id"] for _, body in self.messages[POINTER_QUEUE]}
+        acks = {(doc["object_id"], doc["recipient"]) for doc in
+                (json.loads(body) for _, body in self.messages[ACK_QUEUE])}
+        return len(objects), len(acks)
+
+    def drain(self, rep: int, profile_out: "Path | None" = None) -> dict[str, Any]:
+        """Refill, start one coordinator on a fresh ledger, time the drain; then the upsert baseline."""
+        pointers, acks = self.distinct()
+        self._attempts = getattr(self, "_attempts", 0) + 1
+        dsn = self.env.database(f"coord{rep}_{self._attempts}")
+        result: dict[str, Any] = {"pointers": pointers, "acks": acks, "error": "",
+                                  "kept_messages": sum(len(kept) for kept in self.messages.values())}
+        try:
+            self._refill()
+            coordinator = self.env.claimcheck(f"coord-drain-{rep}", ["coordinator", "--http-port", "0"],
+                                              self.env.env(self.amqp_url, dsn))
+            spy = profiling.attach(coordinator.pid, profile_out) if profile_out is not None else None
+            db = psycopg2.connect(dsn)
+            db.autocommit = True
+            deadline = time.monotonic() + 600
+            while True:
+                try:
+                    with db.cursor() as cursor:
+                        cursor.execute("SELECT (SELECT count(*) FROM acks), "
+                                       "(SELECT count(*) FROM objects WHERE state = 'deleted')")
+                        counted, deleted = cursor.fetchone()
+                except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                    time.sleep(1.0)  # PostgreSQL restarted by another user of the stack
+                    db = psycopg2.connect(dsn)
+                    db.autocommit = True
+                    continue
+                if counted >= acks and deleted >= pointers:
+                    break
+                if coordinator.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"coordinator drain stopped at {counted}/{acks} ACKs, {deleted} deleted")
+                time.sleep(0.05)
+            with db.cursor() as cursor:
+                cursor.execute("""SELECT extract(epoch FROM (SELECT min(first_seen_at) FROM objects)),
+                                         extract(epoch FROM (SELECT max(acked_at) FROM acks)),
+                                         extract(epoch FROM (SELECT max(pointer_seen_at) FROM objects)),
+                                         extract(epoch FROM (SELECT max(deleted_at) FROM objects))""")
+                first, last_ack, last_pointer, last_deleted = (float(value) for value in cursor.fetchone())
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
+            finished = coordinator.stop()
+            span = max(last_ack, last_pointer) - first
+            result.update(
+                drain_seconds=span,
+                acks_per_s=acks / span,
+                messages_per_s=(acks + pointers) / span,
+                all_deleted_seconds=last_deleted - first,
+                coordinator_cpu_seconds=finished.cpu_seconds,
+                coordinator_rss=finished.maxrss_bytes,
+            )
+            result.update(self._upsert_baseline(db, acks))
+            db.close()
+        except Exception as exc:  # noqa: BLE001 - recorded, the suite goes on
+            result["error"] = str(exc)[:500]
+            log.warning("coordinator drain %d failed: %s", rep, exc)
+        finally:
+            self.env.drop_database(dsn)
+        return result
+
+    def _upsert_baseline(self, db: Any, count: int) -> dict[str, float]:
+        with db.cursor() as cursor:
+            cursor.execute("CREATE TABLE bench_upserts (LIKE acks INCLUDING ALL)")
+        rows = [(uuid.uuid4().hex, "g1" if index % 2 else "g2", "0" * 64, "bench") for index in range(count)]
+        started = time.perf_counter()
+        with db.cursor() as cursor:
+            for row in rows:
+                cursor.execute(
+                    """INSERT INTO bench_upserts (object_id, recipient, payload_sha256, consumer)
+                       VALUES (%s, %s, %s, %s)
+                       ON CONFLICT (object_id, recipient) DO UPDATE SET duplicates = bench_upserts.duplicates + 1""",
+                    row,
+                )
+        seconds = time.perf_counter() - started
+        return {"upserts_per_s": count / seconds, "upsert_seconds": seconds}

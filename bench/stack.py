@@ -1,0 +1,540 @@
+"""The benchmark's own corner of the local stack, and the probes it reads the broker with.
+
+A run gets a RabbitMQ vhost, PostgreSQL databases and an S3 bucket named after its run id;
+everything it starts is a child process it stops by pid. ``BenchEnv.cleanup`` deletes the
+vhosts (and so every queue in them), drops the databases and empties and deletes the bucket.
+"""
+
+import base64
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+
+log = logging.getLogger("bench")
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+MGMT_URL = os.environ.get("BENCH_RABBIT_MGMT_URL", "http://127.0.0.1:45672")
+MGMT_AUTH = ("guest", "guest")
+PROMETHEUS_PORTS = (45690, 45691, 45692)
+AMQP_BASE = "amqp://guest:guest@127.0.0.1:35672"
+ADMIN_DSN = os.environ.get("CLAIMCHECK_DATABASE_URL", "postgresql://claimcheck:claimcheck@127.0.0.1:35432/claimcheck")
+
+
+# -- RabbitMQ management API and per-node probes ----------------------------------------------
+
+
+def mgmt(method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:
+    """One management API call; returns the decoded JSON (None for an empty answer)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(MGMT_URL + path, data=data, method=method)
+    token = base64.b64encode(f"{MGMT_AUTH[0]}:{MGMT_AUTH[1]}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        raw = response.read()
+    return json.loads(raw) if raw else None
+
+
+def quote(name: str) -> str:
+    return urllib.parse.quote(name, safe="")
+
+
+def node_pids() -> dict[str, int]:
+    """OS pid of every RabbitMQ node (Erlang VM) running on this machine, by pid."""
+    pids = {}
+    for pid in _pids_by_comm("beam.smp"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if b"rabbit\0boot" in handle.read():  # server nodes, not rabbitmqctl's short-lived VMs
+                    pids[str(pid)] = pid
+        except OSError:
+            continue
+    return pids
+
+
+def broker_settings() -> dict[str, Any]:
+    """Version, memory watermark and other limits that decide where inline payloads break."""
+    overview = mgmt("GET", "/api/overview")
+    nodes = mgmt("GET", "/api/nodes")
+    return {
+        "rabbitmq_version": overview.get("rabbitmq_version"),
+        "erlang_version": overview.get("erlang_version"),
+        "nodes": len(nodes),
+        "mem_limit_bytes": [node.get("mem_limit") for node in nodes],
+        "disk_free_limit_bytes": [node.get("disk_free_limit") for node in nodes],
+        "max_message_size_bytes": _max_message_size(),
+    }
+
+
+def _max_message_size() -> int | None:
+    """``max_message_size`` as the node runs with it (rabbitmqctl), or None if that fails."""
+    try:
+        out = subprocess.run(
+            ["bash", str(REPO / "scripts/stack.sh"), "rabbitmqctl", "0", "eval",
+             "application:get_env(rabbit, max_message_size)."],
+            capture_output=True, text=True, timeout=60, check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"\{ok,(\d+)\}", out)
+    return int(match[1]) if match else None
+
+
+def _proc_field(pid: int, name: str, key: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/{name}") as handle:
+            for line in handle:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def prometheus_value(port: int, metric: str) -> float | None:
+    """One unlabelled sample from a node's Prometheus endpoint."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    match = re.search(rf"^{re.escape(metric)} ([0-9.eE+-]+)$", text, re.MULTILINE)
+    return float(match[1]) if match else None
+
+
+@dataclass
+class BrokerUsage:
+    """What the three broker nodes did during one measurement."""
+
+    seconds: float = 0.0
+    rss_start: int = 0  # bytes, sum over nodes
+    rss_peak: int = 0  # bytes, highest sum over nodes seen while sampling
+    node_rss_peak: int = 0  # bytes, highest single node
+    write_bytes: int = 0  # /proc/<pid>/io write_bytes delta, sum over nodes (storage layer)
+    prom_io_write_bytes: float = 0.0  # rabbitmq_io_write_bytes_total delta, sum over nodes
+    nodes_restarted: bool = False  # a node's pid changed meanwhile (another user of the stack)
+
+    @property
+    def rss_growth(self) -> int:
+        return max(0, self.rss_peak - self.rss_start)
+
+
+class BrokerSampler:
+    """Samples the nodes' RSS every ``interval`` seconds between start() and stop()."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.usage = BrokerUsage()
+
+    def _rss(self) -> tuple[int, int]:
+        values = [(_proc_field(pid, "status", "VmRSS:") or 0) * 1024 for pid in self._pids.values()]
+        return sum(values), max(values, default=0)
+
+    def _write_bytes(self) -> dict[int, int]:
+        values = {pid: _proc_field(pid, "io", "write_bytes:") for pid in self._pids.values()}
+        return {pid: value for pid, value in values.items() if value is not None}
+
+    def _prom(self) -> float:
+        return sum(prometheus_value(port, "rabbitmq_io_write_bytes_total") or 0.0 for port in PROMETHEUS_PORTS)
+
+    def start(self) -> "BrokerSampler":
+        self._pids = node_pids()
+        self._started = time.monotonic()
+        self._write0 = self._write_bytes()
+        self._prom0 = self._prom()
+        total, node = self._rss()
+        self.usage = BrokerUsage(rss_start=total, rss_peak=total, node_rss_peak=node)
+        self._thread = threading.Thread(target=self._run, name="broker-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            total, node = self._rss()
+            self.usage.rss_peak = max(self.usage.rss_peak, total)
+            self.usage.node_rss_peak = max(self.usage.node_rss_peak, node)
+
+    def stop(self) -> BrokerUsage:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.usage.seconds = time.monotonic() - self._started
+        end = self._write_bytes()
+        # Only nodes that ran throughout count; a node restarted meanwhile (by another user of the
+        # stack) is flagged instead of producing a negative difference.
+        self.usage.write_bytes = sum(end[pid] - start for pid, start in self._write0.items() if pid in end)
+        self.usage.prom_io_write_bytes = self._prom() - self._prom0
+        try:
+            self.usage.nodes_restarted = not set(self._pids.values()) <= set(node_pids().values())
+        except OSError:
+            self.usage.nodes_restarted = True
+        return self.usage
+
+
+# -- child processes ------------------------------------------------------------------------
+
+
+@dataclass
+class Finished:
+    """How a child process ended."""
+
+    returncode: int
+    seconds: float
+    maxrss_bytes: int
+    cpu_seconds: float = 0.0
+    output: str = ""
+
+
+class Proc:
+    """A child process with its output in a log file; stopped and reaped by pid only."""
+
+    def __init__(self, name: str, args: Sequence[str], env: dict[str, str], logdir: Path, measure: bool = False) -> None:
+        self.name = name
+        self.log_path = logdir / f"{name}.log"
+        # With ``measure``, the command runs under bench/rss.py so that its peak RSS is its own.
+        self._usage_path = logdir / f"{name}.rusage.json" if measure else None
+        if self._usage_path is not None:
+            args = [PYTHON, "-S", str(REPO / "bench" / "rss.py"), str(self._usage_path), "--", *args]
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in _reap
+        self.started = time.monotonic()
+        self.started_wall = time.time()
+        self.popen = subprocess.Popen(list(args), env=env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
+        self.pid = self.popen.pid
+        self.finished: Finished | None = None
+
+    def poll(self) -> Finished | None:
+        """Reap the process if it exited (with its rusage), else None."""
+        if self.finished is None:
+            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
+            if pid == 0:
+                return None
+            self._reap(status, usage)
+        return self.finished
+
+    def wait(self, timeout: float) -> Finished:
+        deadline = time.monotonic() + timeout
+        while (finished := self.poll()) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} (pid {self.pid}) still running after {timeout:.0f} s; see {self.log_path}")
+            time.sleep(0.02)
+        return finished
+
+    def stop(self, timeout: float = 20.0) -> Finished:
+        """SIGTERM, then SIGKILL after ``timeout``; always reaps."""
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                return self.wait(timeout)
+            except TimeoutError:
+                os.kill(self.pid, signal.SIGKILL)
+                return self.wait(10)
+        assert self.finished is not None
+        return self.finished
+
+    def _reap(self, status: int, usage: Any) -> None:
+        self._log.close()
+        self.popen.returncode = os.waitstatus_to_exitcode(status)
+        self.finished = Finished(
+            returncode=self.popen.returncode,
+            seconds=time.monotonic() - self.started,
+            maxrss_bytes=usage.ru_maxrss * 1024,
+            cpu_seconds=usage.ru_utime + usage.ru_stime,
+            output=self.log_path.read_text(errors="replace")[-20000:],
+        )
+        if self._usage_path is not None:
+            try:
+                measured = json.loads(self._usage_path.read_text())
+                self.finished.maxrss_bytes = int(measured["maxrss_bytes"])
+                self.finished.cpu_seconds = float(measured["cpu_seconds"])
+            except (OSError, ValueError, KeyError):
+                self.finished.maxrss_bytes = 0  # unknown rather than the launcher's inherited figure
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- the run's vhosts, databases and bucket -------------------------------------------------
+
+
+def _admin_connection() -> Any:
+    connection = psycopg2.connect(ADMIN_DSN, connect_timeout=10)
+    connection.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+    return connection
+
+
+def dsn_for(database: str) -> str:
+    parts = urllib.parse.urlsplit(ADMIN_DSN)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + database))
+
+
+@dataclass
+class BenchEnv:
+    """Names, resources and children of one benchmark run."""
+
+    run_id: str
+    workdir: Path
+    vhosts: list[str] = field(default_factory=list)
+    databases: list[str] = field(default_factory=list)
+    procs: list[Proc] = field(default_factory=list)
+    bucket: str = ""
+
+    def __post_init__(self) -> None:
+        self.bucket = f"ccbench-{self.run_id}"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
+    # resources
+    def vhost(self, suffix: str) -> str:
+        """Create vhost ``ccbench-<run>-<suffix>`` for guest; return its AMQP URL."""
+        name = f"ccbench-{self.run_id}-{suffix}"
+        mgmt("PUT", f"/api/vhosts/{quote(name)}", {})
+        mgmt("PUT", f"/api/permissions/{quote(name)}/guest", {"configure": ".*", "write": ".*", "read": ".*"})
+        self.vhosts.append(name)
+        return f"{AMQP_BASE}/{quote(name)}"
+
+    def database(self, suffix: str, migrate: bool = True) -> str:
+        """Create database ``ccbench_<run>_<suffix>``, apply the ledger migrations; return its DSN."""
+        name = f"ccbench_{self.run_id}_{suffix}".replace("-", "_")
+        connection = _admin_connection()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            connection.close()
+        self.databases.append(name)
+        dsn = dsn_for(name)
+        if migrate:
+            done = subprocess.run([PYTHON, "-m", "claimcheck", "migrate"], env=self.env(database_url=dsn),
+                                  cwd=REPO, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"claimcheck migrate failed: {done.stdout}{done.stderr}")
+        return dsn
+
+    def drop_database(self, dsn: str) -> None:
+        name = urllib.parse.urlsplit(dsn).path.lstrip("/")
+        connection = _admin_connection()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            connection.close()
+        if name in self.databases:
+            self.databases.remove(name)
+
+    def env(self, amqp_url: str | None = None, database_url: str | None = None, http_port: int | None = None,
+            **extra: str) -> dict[str, str]:
+        """The environment of a claimcheck child process pointed at this run's resources."""
+        env = {key: value for key, value in os.environ.items() if not key.startswith("CLAIMCHECK_")}
+        for key in ("CLAIMCHECK_S3_ENDPOINT_URL", "CLAIMCHECK_S3_ACCESS_KEY_ID", "CLAIMCHECK_S3_SECRET_ACCESS_KEY",
+                    "CLAIMCHECK_HMAC_KEYS"):
+            if key in os.environ:
+                env[key] = os.environ[key]
+        env["CLAIMCHECK_S3_BUCKET"] = self.bucket
+        env["CLAIMCHECK_LOG_LEVEL"] = os.environ.get("BENCH_LOG_LEVEL", "INFO")
+        if amqp_url:
+            env["CLAIMCHECK_AMQP_URL"] = amqp_url
+        if database_url:
+            env["CLAIMCHECK_DATABASE_URL"] = database_url
+        if http_port:
+            env["CLAIMCHECK_HTTP_PORT"] = str(http_port)
+            env["CLAIMCHECK_COORDINATOR_URL"] = f"http://127.0.0.1:{http_port}"
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(extra)
+        return env
+
+    def spawn(self, name: str, args: Sequence[str], env: dict[str, str], measure: bool = False) -> Proc:
+        proc = Proc(name, args, env, self.workdir, measure)
+        self.procs.append(proc)
+        return proc
+
+    def claimcheck(self, name: str, args: Sequence[str], env: dict[str, str], measure: bool = False) -> Proc:
+        """Start ``python -m claimcheck ARGS`` (the product's own command)."""
+        return self.spawn(name, [PYTHON, "-m", "claimcheck", *args], env, measure)
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            try:
+                proc.stop(timeout=10)
+            except Exception as exc:  # noqa: BLE001 - clean up what we can
+                log.warning("stopping %s failed: %s", proc.name, exc)
+        for vhost in list(self.vhosts):
+            try:
+                mgmt("DELETE", f"/api/vhosts/{quote(vhost)}")
+                self.vhosts.remove(vhost)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("deleting vhost %s failed: %s", vhost, exc)
+        for database in list(self.databases):
+            try:
+                self.drop_database(dsn_for(database))
+            except Exception as exc:  # noqa: BLE001
+                log.warning("dropping database %s failed: %s", database, exc)
+        try:
+            delete_bucket(self.bucket)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("deleting bucket %s failed: %s", self.bucket, exc)
+
+
+def s3_client() -> Any:
+    """A client with the product's settings (claimcheck.store.client)."""
+    from claimcheck import store
+    from claimcheck.config import Settings
+
+    return store.client(Settings())
+
+
+def ensure_bucket(bucket: str) -> None:
+    from claimcheck import store
+
+    store.ensure_bucket(s3_client(), bucket)
+
+
+def delete_prefix(bucket: str, prefix: str) -> int:
+    """Delete every object under ``prefix``; return how many there were."""
+    s3 = s3_client()
+    deleted = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+            deleted += len(keys)
+    return deleted
+
+
+def count_prefix(bucket: str, prefix: str = "") -> int:
+    s3 = s3_client()
+    return sum(len(page.get("Contents", [])) for page in
+               s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix))
+
+
+def delete_bucket(bucket: str) -> None:
+    from botocore.exceptions import ClientError
+
+    try:
+        delete_prefix(bucket, "")
+        s3_client().delete_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("NoSuchBucket", "404"):
+            raise
+
+
+# -- CPU accounting ---------------------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a live process (all its threads), in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _pids_by_comm(*names: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as handle:
+                    if handle.read().strip() in names:
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+class CpuMeter:
+    """CPU seconds spent by each part of the stack between two snapshots.
+
+    Services (RabbitMQ nodes, PostgreSQL backends, SeaweedFS) are found by process name; the
+    benchmark's own children are passed in by pid. Other users of the shared stack add to the
+    services' numbers, so these are upper bounds for them.
+    """
+
+    def __init__(self) -> None:
+        self.children: dict[int, str] = {}
+
+    def _pids(self) -> dict[int, str]:
+        pids = {pid: "rabbitmq" for pid in node_pids().values()}
+        pids.update({pid: "postgresql" for pid in _pids_by_comm("postgres")})
+        pids.update({pid: "seaweedfs" for pid in _pids_by_comm("weed")})
+        pids.update(self.children)
+        return pids
+
+    def snapshot(self) -> dict[int, tuple[str, float]]:
+        return {pid: (category, seconds) for pid, category in self._pids().items()
+                if (seconds := _cpu_seconds(pid)) is not None}
+
+    @staticmethod
+    def delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for pid, (category, seconds) in after.items():
+            start = before.get(pid, (category, 0.0))[1]
+            totals[category] = totals.get(category, 0.0) + max(0.0, seconds - start)
+        return totals
+
+
+# -- health of the shared stack -------------------------------------------------------------
+
+
+def stack_problem() -> str | None:
+    """None when all three RabbitMQ nodes, PostgreSQL and S3 answer, else what does not."""
+    try:
+        running = [node for node in mgmt("GET", "/api/nodes", timeout=5) if node.get("running")]
+        if len(running) < 3:
+            return f"{len(running)} of 3 RabbitMQ nodes running"
+    except OSError as exc:
+        return f"RabbitMQ management API: {exc}"
+    try:
+        psycopg2.connect(ADMIN_DSN, connect_timeout=5).close()
+    except psycopg2.Error as exc:
+        return f"PostgreSQL: {str(exc).strip()[:100]}"
+    try:
+        s3_client().list_buckets()
+    except Exception as exc:  # noqa: BLE001 - any S3 failure
+        return f"S3: {str(exc)[:100]}"
+    with socket.socket() as sock:
+        sock.settimeout(5)
+        if sock.connect_ex(("127.0.0.1", 35672)) != 0:
+            return "HAProxy AMQP port closed"
+    return None
+
+
+def wait_healthy(timeout: float = 300.0) -> float:
+    """Block until the stack is whole again (other users stop and restart parts of it); seconds waited."""
+    started = time.monotonic()
+    reported = None
+    while (problem := stack_problem()) is not None:
+        if problem != reported:
+            log.warning("waiting for the stack: %s", problem)
+            reported = problem
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"the stack did not recover within {timeout:.0f} s: {problem}")
+        time.sleep(2.0)
+    if reported is not None:
+        time.sleep(5.0)  # let quorum queues elect leaders and clients reconnect
+    return time.monotonic() - started

@@ -1,0 +1,122 @@
+"""Fixtures of the fault-injection suite: the real local stack (``make up``), restored after
+every scenario, and one :class:`Scenario` per test whose processes are all killed afterwards.
+
+Each scenario prints its measured recovery as one ``RECOVERY {json}`` line (visible with
+``pytest -s``); the terminal summary prints them all as a table.
+"""
+
+import json
+import socket
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from claimcheck import store
+from claimcheck.config import Settings
+from claimcheck.schema import migrate
+from fault_harness import LedgerProbe, Scenario, diagnostics, restore_stack
+
+RECOVERIES: list[dict[str, Any]] = []
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parsed = urllib.parse.urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    config = Settings()
+    restarted = restore_stack()
+    if restarted:
+        print(f"fault suite: restarted {', '.join(restarted)} before the first scenario")
+    for name, url, port in [
+        ("RabbitMQ (HAProxy)", config.amqp_url, 5672),
+        ("PostgreSQL", config.database_url, 5432),
+        ("S3", config.s3_endpoint_url, 80),
+    ]:
+        if not _reachable(url, port):
+            pytest.fail(f"{name} is not reachable at {url}: start the local stack with `make up`")
+    migrate(config.database_url)
+    return config
+
+
+@pytest.fixture(scope="session")
+def s3(settings: Settings) -> Any:
+    client = store.client(settings)
+    store.ensure_bucket(client, settings.s3_bucket)
+    return client
+
+
+@pytest.fixture(scope="session")
+def ledger(settings: Settings) -> LedgerProbe:
+    return LedgerProbe(settings.database_url)
+
+
+@pytest.fixture
+def scenario(
+    request: pytest.FixtureRequest, tmp_path: Any, settings: Settings, s3: Any, ledger: LedgerProbe
+) -> Iterator[Scenario]:
+    """A scenario's job and processes; afterwards every process is stopped, the stack restored
+    (all nodes up, cluster of 3, HAProxy, PostgreSQL and S3 running) and the queues deleted."""
+    name = request.node.name.removeprefix("test_")
+    instance = Scenario(name, tmp_path, settings, ledger, s3)
+    yield instance
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    if failed:
+        print(f"\n{name}: logs in {tmp_path}\n{diagnostics(instance)}")
+    try:
+        instance.stop_all()
+    finally:
+        restarted = restore_stack()
+        if restarted:
+            print(f"{name}: teardown restarted {', '.join(restarted)}")
+        instance.delete_recipient_queues()
+    for recovery in instance.recoveries:
+        line = {**recovery, "passed": not failed}
+        RECOVERIES.append(line)
+        print(f"\nRECOVERY {json.dumps(line, sort_keys=True)}")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
+    return report
+
+
+def _seconds(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _client(entry: dict[str, Any] | None) -> str:
+    """``resumed (stall)`` of one client, or ``resumed`` if it did not stall."""
+    if not entry or entry.get("resumed_s") is None:
+        return "-"
+    stall = entry.get("stall_s")
+    return _seconds(entry["resumed_s"]) + (f" ({stall:.2f})" if stall is not None else "")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not RECOVERIES:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("measured recovery: s from fault to next confirmed event (longest stall)")
+    write(f"{'scenario [fault]':<58} {'outage':>6} {'producer':>13} {'consumers*':>13} {'coordinator':>13}")
+    for row in RECOVERIES:
+        consumers = row.get("consumers", {})
+        slowest = max(consumers.values(), key=lambda e: e.get("resumed_s") or 0.0, default=None)
+        label = f"{row['scenario']} [{row['fault']}]"
+        write(
+            f"{label[:58]:<58} {_seconds(row.get('outage_s')):>6} {_client(row.get('producer')):>13} "
+            f"{_client(slowest):>13} {_client(row.get('coordinator')):>13}"
+            + ("" if row.get("passed", True) else "  (scenario FAILED)")
+        )
+    write("* consumers: the slowest replica")
