@@ -15,6 +15,7 @@ import pytest
 
 from claimcheck import store, topology
 from claimcheck.config import Settings
+from claimcheck.producer import store_payload
 from fault_harness import (
     Component,
     Fault,
@@ -209,14 +210,12 @@ def test_consumer_kill_mid_download_and_restart(scenario: Scenario) -> None:
     assert sum(by_consumer.values()) == count
 
 
-def test_producer_kill_between_upload_and_publish(scenario: Scenario, settings: Settings) -> None:
-    """The producer uploads ahead of publishing (its pool stores payloads while pointers wait
-    for the rate limit), so a kill -9 mid-run leaves objects uploaded but never published:
-    orphans. Every published object is handled; the orphans stay under the job's prefix and,
-    with the sweeper configured with a short grace period, are swept."""
-    sweeper = hasattr(settings, "sweep_grace_seconds")
+def test_producer_kill_between_upload_and_publish(scenario: Scenario) -> None:
+    """A kill -9 mid-run can leave objects uploaded but never published: orphans. Every published
+    object is handled; the orphans stay under the job's prefix until the sweeper, configured with
+    a short grace period, removes them, and it touches no published object."""
     grace = 15
-    coordinator_env = {"CLAIMCHECK_SWEEP_GRACE_SECONDS": str(grace), "CLAIMCHECK_SWEEP_INTERVAL_SECONDS": "1"} if sweeper else {}
+    coordinator_env = {"CLAIMCHECK_SWEEP_GRACE_SECONDS": str(grace), "CLAIMCHECK_SWEEP_INTERVAL_SECONDS": "1"}
     producer = scenario.start_all(1000, SIZE, rate=40, coordinator_env=coordinator_env)
     scenario.wait_flowing(published=60)
     fault = inject(scenario, "kill -9 producer mid-run", producer)
@@ -238,12 +237,15 @@ def test_producer_kill_between_upload_and_publish(scenario: Scenario, settings: 
         possibly_published_unlogged=len(published) - len(killed_published) - 50,
     )
     print(f"\n{scenario.name}: {len(orphans)} orphans (uploaded, never published) under {scenario.job}/, e.g. {orphans[:3]}")
-    if sweeper:
-        assert orphans or scenario.ledger.states(scenario.job).get("swept"), "no orphans: the kill missed the window"
-        # Swept after the grace period; the published objects are untouched by the sweeper.
-        assert_job_complete_after_sweep(scenario, grace)
-    else:
-        assert orphans, "no orphans: the kill missed the window between upload and publish"
+    if not orphans and not scenario.ledger.states(scenario.job).get("swept"):
+        # The producer paces uploads, so the kill can land where no upload was waiting for its
+        # publish. Leave what such a kill leaves, payloads stored under the job and never
+        # published, so the sweep below is always exercised.
+        for seq in range(3):
+            store_payload(scenario.s3, scenario.settings, scenario.job, 10_000 + seq, 8_000, ["orphan"])
+        fault.notes["orphans_made_by_the_test"] = 3
+    # Swept after the grace period; the published objects are untouched by the sweeper.
+    assert_job_complete_after_sweep(scenario, grace)
     scenario.measure_recovery(fault)
 
 
@@ -264,6 +266,7 @@ def assert_job_complete_after_sweep(scenario: Scenario, grace: float) -> None:
         scenario.job,
     )
     assert not wrongly, f"the sweeper removed published objects: {wrongly[:5]}"
+    assert swept > 0, "nothing was swept"
     print(f"{scenario.name}: the sweeper removed {swept} orphans, {time.time() - started:.1f} s after the check began")
 
 
