@@ -14,7 +14,6 @@ import time
 import pytest
 
 from claimcheck import store, topology
-from claimcheck.config import Settings
 from claimcheck.producer import store_payload
 from fault_harness import (
     Component,
