@@ -1,10 +1,7 @@
 """Shared helpers of the integration tests: waiting with deadlines, running components in
 threads, reading the dead-letter queue, and raw publishing for protocol-level tests."""
 
-import socket
 import threading
-import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -13,24 +10,9 @@ import pika
 from claimcheck import topology
 from claimcheck.broker import parameters
 from claimcheck.protocol import Ack, Pointer, now
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last value {value!r}")
-        time.sleep(poll)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from testkit import free_port as free_port  # re-exported for the suite
+from testkit import unique as unique
+from testkit import wait_until as wait_until
 
 
 class Running:
@@ -85,11 +67,6 @@ class DeadLetters:
 
         wait_until(arrived, timeout, f"message {message_id} in the dead-letter queue", poll=0.2)
         return str(self.seen[message_id][0][topology.REASON_HEADER])
-
-
-def unique(name: str) -> str:
-    """A recipient or job name no other test run uses, so queues never share leftovers."""
-    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 def ack_for(pointer: Pointer, recipient: str, sha256: str | None = None) -> Ack:

@@ -2,15 +2,16 @@
 
 import json
 import socket
-import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from testkit import free_port as free_port  # re-exported for the suite
+from testkit import wait_until as wait_until
 
 PROMETHEUS_URL = "http://127.0.0.1:39090"
 
@@ -28,24 +29,6 @@ class ObservedRun:
     logs: dict[str, Path]
     object_ids: list[str]
     producer_before: dict = field(default_factory=dict)  # producer samples before the run (shared process registry)
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.2) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last value {value!r}")
-        time.sleep(poll)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def get_json(url: str, timeout: float = 5.0) -> Any:
