@@ -20,16 +20,17 @@ def wait_until(
     """
     deadline = time.monotonic() + timeout
     value: Any = None
+    last_error: BaseException | None = None
     while True:
         try:
-            value = predicate()
+            value, last_error = predicate(), None
         except tolerate as exc:
-            value = exc
-        else:
-            if value:
-                return value
+            value, last_error = None, exc
+        if value:
+            return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last value {value!r}")
+            detail = f"last error {last_error!r}" if last_error else f"last value {value!r}"
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; {detail}")
         time.sleep(poll)
 
 

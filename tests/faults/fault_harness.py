@@ -11,12 +11,11 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +27,9 @@ import psycopg2
 from claimcheck import store, topology
 from claimcheck.broker import parameters
 from claimcheck.config import Settings
+from testkit import free_port as free_port  # re-exported for the suite
+from testkit import unique as unique
+from testkit import wait_until as wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 STACK_SH = REPO / "scripts" / "stack.sh"
@@ -38,48 +40,6 @@ _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 PUBLISHED = re.compile(r"published object (?P<object_id>[0-9a-f]{32}) of job (?P<job>\S+)")
 ACKED = re.compile(r"verified and acked object (?P<object_id>[0-9a-f]{32}) of job (?P<job>\S+)")
 DEAD_LETTERED = re.compile(r"dead-lettered message (?P<message_id>\S+) from (?P<queue>\S+): (?P<reason>.*)")
-
-
-# ------------------------------------------------------------------------------ waiting --
-
-
-def wait_until(
-    predicate: Callable[[], Any],
-    timeout: float,
-    what: str,
-    poll: float = 0.1,
-    tolerate: tuple[type[BaseException], ...] = (),
-) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` at the deadline.
-
-    Exceptions listed in ``tolerate`` (a dependency that is down on purpose) count as "not yet".
-    """
-    deadline = time.monotonic() + timeout
-    value: Any = None
-    while True:
-        try:
-            value = predicate()
-        except tolerate as exc:
-            value = None
-            last_error: BaseException | None = exc
-        else:
-            last_error = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            detail = f"; last error {last_error!r}" if last_error else f"; last value {value!r}"
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{detail}")
-        time.sleep(poll)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def unique(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 # ------------------------------------------------------------------------ the stack --
