@@ -2,9 +2,14 @@
 
 import socket
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from typing import Any
+
+import pytest
+
+from claimcheck.config import Settings
 
 
 def wait_until(
@@ -44,3 +49,24 @@ def free_port() -> int:
 def unique(name: str) -> str:
     """A recipient or job name no other test run uses, so queues never share leftovers."""
     return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def reachable(url: str, default_port: int) -> bool:
+    """Whether something accepts TCP connections at ``url``'s host and port."""
+    parsed = urllib.parse.urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def require_stack(config: Settings) -> None:
+    """Fail loudly, naming the service, unless the local stack answers (tests never skip it)."""
+    for name, url, port in [
+        ("RabbitMQ (HAProxy)", config.amqp_url, 5672),
+        ("PostgreSQL", config.database_url, 5432),
+        ("S3", config.s3_endpoint_url, 80),
+    ]:
+        if not reachable(url, port):
+            pytest.fail(f"{name} is not reachable at {url}: start the local stack with `make up`")

@@ -6,8 +6,6 @@ Each scenario prints its measured recovery as one ``RECOVERY {json}`` line (visi
 """
 
 import json
-import socket
-import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,17 +15,9 @@ from claimcheck import store
 from claimcheck.config import Settings
 from claimcheck.schema import migrate
 from fault_harness import LedgerProbe, Scenario, diagnostics, restore_stack
+from testkit import require_stack
 
 RECOVERIES: list[dict[str, Any]] = []
-
-
-def _reachable(url: str, default_port: int) -> bool:
-    parsed = urllib.parse.urlparse(url)
-    try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="session")
@@ -36,13 +26,7 @@ def settings() -> Settings:
     restarted = restore_stack()
     if restarted:
         print(f"fault suite: restarted {', '.join(restarted)} before the first scenario")
-    for name, url, port in [
-        ("RabbitMQ (HAProxy)", config.amqp_url, 5672),
-        ("PostgreSQL", config.database_url, 5432),
-        ("S3", config.s3_endpoint_url, 80),
-    ]:
-        if not _reachable(url, port):
-            pytest.fail(f"{name} is not reachable at {url}: start the local stack with `make up`")
+    require_stack(config)
     migrate(config.database_url)
     return config
 

@@ -1,8 +1,6 @@
 """Fixtures for tests against the real local stack (``make up``): RabbitMQ cluster behind
 HAProxy, PostgreSQL and SeaweedFS. A stack that is not running fails the tests loudly."""
 
-import socket
-import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,27 +19,13 @@ from claimcheck.protocol import Pointer
 from claimcheck.schema import migrate
 from claimcheck.signing import Keyring
 from integration_helpers import DeadLetters, Running, free_port, unique, wait_until
-
-
-def _reachable(url: str, default_port: int) -> bool:
-    parsed = urllib.parse.urlparse(url)
-    try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=2):
-            return True
-    except OSError:
-        return False
+from testkit import reachable, require_stack
 
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     config = Settings()
-    for name, url, port in [
-        ("RabbitMQ (HAProxy)", config.amqp_url, 5672),
-        ("PostgreSQL", config.database_url, 5432),
-        ("S3", config.s3_endpoint_url, 80),
-    ]:
-        if not _reachable(url, port):
-            pytest.fail(f"{name} is not reachable at {url}: start the local stack with `make up`")
+    require_stack(config)
     return config
 
 
@@ -85,7 +69,7 @@ def coordinator_url(settings: Settings, migrated: None) -> Iterator[str]:
     port = free_port()
     running = Running("coordinator", lambda stop: Coordinator(settings).run(stop, port))
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: _reachable(url, port), 30, "the coordinator's HTTP endpoint")
+    wait_until(lambda: reachable(url, port), 30, "the coordinator's HTTP endpoint")
     yield url
     running.stop()
 

@@ -21,6 +21,7 @@ else:
     os.environ["CLAIMCHECK_RECONCILE_INTERVAL_SECONDS"] = _saved
 
 from kopf.testing import KopfRunner  # noqa: E402
+
 from operator_harness import CoordinatorStandIn, FakeCluster, OperatorFactory, kubeconfig_for  # noqa: E402
 
 
