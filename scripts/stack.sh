@@ -749,7 +749,7 @@ prom_start() {
 }
 
 prom_started() {
-    prom_pid >/dev/null || die "Prometheus exited at start; last lines of $LOG_DIR/prometheus.log:
+    prom_pid >/dev/null || launched "$RUN_DIR/prometheus.pid" || die "Prometheus exited at start; last lines of $LOG_DIR/prometheus.log:
 $(tail -n 20 "$LOG_DIR/prometheus.log")"
     prom_ready
 }
@@ -770,11 +770,24 @@ cmd_prom_stop() {
 }
 
 # --------------------------------------------------------------- up / down --
+# reserve_ports: keep the kernel from handing the stack's listening ports out as ephemeral
+# source ports (32768-60999 here): an outgoing connection that happened to get 127.0.0.1:35680
+# made rmq-0 fail with eaddrinuse. Best effort: a sandbox may not allow it.
+reserve_ports() {
+    local file=/proc/sys/net/ipv4/ip_local_reserved_ports current ours
+    ours="$HAPROXY_AMQP_PORT,$HAPROXY_MGMT_PORT,35680-35682,45680-45682,45690-45692,$PG_PORT"
+    ours+=",$(IFS=,; echo "${S3_SOCKET_PORTS[*]}"),$PROM_PORT,48404,38080"
+    current=$(cat "$file" 2>/dev/null) || return 0
+    [[ -n $current ]] && ours="$current,$ours"
+    echo "$ours" >"$file" 2>/dev/null || warn "could not reserve the stack's ports from the ephemeral range ($file)"
+}
+
 cmd_up() {
     need_root
     local t0=$SECONDS n
     take_lock
     cmd_install
+    reserve_ports
     # Launch the slow RabbitMQ nodes first, all three in parallel: a node that
     # restarts with existing data waits for its peers, so they must come back
     # together (also after `down`, where rmq-0 is the last to stop).
