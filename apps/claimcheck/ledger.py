@@ -7,13 +7,15 @@ the guarded ``pending -> deleting`` update can succeed exactly once.
 """
 
 import enum
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
+from psycopg2.extras import execute_values
 
 from claimcheck.protocol import Ack, Pointer
 
@@ -68,7 +70,7 @@ _LOCK_OBJECT = """
 
 _DECIDE = """
     UPDATE objects o SET state = 'deleting', decided_at = now()
-     WHERE o.object_id = %(object_id)s AND o.state = 'pending'
+     WHERE o.object_id = ANY (%s) AND o.state = 'pending'
        AND (SELECT count(*) FROM acks a
              WHERE a.object_id = o.object_id AND a.recipient = ANY (o.recipients)
                AND a.payload_sha256 = o.payload_sha256) = cardinality(o.recipients)
@@ -101,18 +103,26 @@ class Ledger:
             cursor.execute("SELECT 1")
 
     def apply(self, messages: Sequence[Pointer | Ack]) -> list[Applied]:
-        """Apply a batch of pointers and ACKs in one transaction: one commit for many messages.
+        """Apply a batch of pointers and ACKs in one transaction, in a fixed number of round trips.
 
-        Rows are locked in object-id order, so coordinators applying overlapping batches never
-        deadlock; the results come back in the order of ``messages``.
+        The batch's object rows are created if missing and locked in object-id order (so
+        coordinators applying overlapping batches never deadlock); each message is then judged
+        against the locked rows in arrival order, the writes go out as one statement per kind,
+        and the guarded ``pending -> deleting`` update runs once for every object the batch
+        advanced. The results come back in the order of ``messages``.
         """
-        results: dict[int, Applied] = {}
+        if not messages:
+            return []
+        order = sorted(range(len(messages)), key=lambda i: messages[i].object_id)  # stable: arrival order per object
+        jobs = {messages[i].object_id: messages[i].job for i in reversed(order)}  # the first message's job
         with self._conn() as connection, connection.cursor() as cursor:
-            for index in sorted(range(len(messages)), key=lambda i: messages[i].object_id):
-                message = messages[index]
-                results[index] = (
-                    _apply_pointer(cursor, message) if isinstance(message, Pointer) else _apply_ack(cursor, message)
-                )
+            rows = _lock_rows(cursor, sorted(jobs.items()))
+            batch = _Batch(rows)
+            results = {index: batch.judge(index, messages[index]) for index in order}
+            batch.write(cursor)
+            for object_id in batch.decide(cursor):
+                index = batch.last_recorded[object_id]
+                results[index] = replace(results[index], delete_decided=True)
         return [results[index] for index in range(len(messages))]
 
     def apply_pointer(self, pointer: Pointer) -> Applied:
@@ -139,18 +149,24 @@ class Ledger:
             )
             return [DeleteTask(*row) for row in cursor.fetchall()]
 
-    def mark_deleted(self, task: DeleteTask, owner: str) -> bool:
-        """Record a finished S3 delete; False if this owner's lease was lost meanwhile."""
+    def mark_deleted(self, tasks: list[DeleteTask], owner: str) -> list[DeleteTask]:
+        """Record finished S3 deletes; returns those whose lease this owner still held.
+
+        A task whose lease was lost meanwhile is left to its new owner, which deletes again
+        (harmless) and records the one ``deletions`` row.
+        """
+        if not tasks:
+            return []
         with self._conn() as connection, connection.cursor() as cursor:
             cursor.execute(
                 """UPDATE objects SET state = 'deleted', deleted_at = now(), lease_until = NULL, last_error = NULL
-                    WHERE object_id = %s AND state = 'deleting' AND lease_owner = %s RETURNING object_id""",
-                (task.object_id, owner),
+                    WHERE object_id = ANY (%s) AND state = 'deleting' AND lease_owner = %s RETURNING object_id""",
+                ([task.object_id for task in tasks], owner),
             )
-            if cursor.fetchone() is None:
-                return False
-            cursor.execute("INSERT INTO deletions (object_id, coordinator) VALUES (%s, %s)", (task.object_id, owner))
-            return True
+            recorded = {object_id for (object_id,) in cursor.fetchall()}
+            cursor.execute("INSERT INTO deletions (object_id, coordinator) SELECT unnest(%s::text[]), %s",
+                           (sorted(recorded), owner))
+        return [task for task in tasks if task.object_id in recorded]
 
     def release_deletion(self, task: DeleteTask, owner: str, error: str) -> None:
         """Give a failed delete back, to be retried after a short delay."""
@@ -227,53 +243,122 @@ class Ledger:
         return JobProgress(job, published, acked, deleted, pending, awaiting, cancelled)
 
 
-def _apply_pointer(cursor: Any, pointer: Pointer) -> Applied:
-    cursor.execute(_LOCK_OBJECT, {"object_id": pointer.object_id, "job": pointer.job})
-    state, recipients, sha256, bucket, key = cursor.fetchone()
-    if recipients == []:
-        return Applied(Outcome.MISMATCH, detail="pointer for an object already swept as an orphan")
-    if state != "awaiting_pointer":
-        if (recipients, sha256, bucket, key) != (
-            list(pointer.recipients),
-            pointer.payload_sha256,
-            pointer.bucket,
-            pointer.key,
-        ):
-            return Applied(Outcome.MISMATCH, detail="pointer contradicts the one already recorded")
-        return Applied(Outcome.DUPLICATE)
+@dataclass
+class _Row:
+    """One object's ledger row as locked by a batch, updated in memory as the batch is judged."""
+
+    state: str
+    recipients: list[str] | None
+    sha256: str | None
+    bucket: str | None
+    key: str | None
+    acked: set[str] = field(default_factory=set)  # recipients with an ACK row, counted or not
+
+
+def _lock_rows(cursor: Any, objects: list[tuple[str, str]]) -> dict[str, _Row]:
+    """Create placeholders for unknown objects, then lock every row of the batch in object-id order."""
+    execute_values(cursor, "INSERT INTO objects (object_id, job) VALUES %s ON CONFLICT (object_id) DO NOTHING",
+                   objects, page_size=len(objects))
+    object_ids = [object_id for object_id, _ in objects]
     cursor.execute(
-        """UPDATE objects SET state = 'pending', job = %(job)s, bucket = %(bucket)s, key = %(key)s,
-                  recipients = %(recipients)s, payload_size = %(payload_size)s,
-                  payload_sha256 = %(payload_sha256)s, pointer_created_at = %(created_at)s,
-                  pointer_seen_at = now()
-            WHERE object_id = %(object_id)s""",
-        {**pointer.model_dump(), "recipients": list(pointer.recipients)},
+        """SELECT object_id, state, recipients, payload_sha256, bucket, key FROM objects
+            WHERE object_id = ANY (%s) ORDER BY object_id FOR UPDATE""",
+        (object_ids,),
     )
-    return Applied(Outcome.RECORDED, delete_decided=_decide(cursor, pointer.object_id))
+    rows = {object_id: _Row(*rest) for object_id, *rest in cursor.fetchall()}
+    cursor.execute("SELECT object_id, recipient FROM acks WHERE object_id = ANY (%s)", (object_ids,))
+    for object_id, recipient in cursor.fetchall():
+        rows[object_id].acked.add(recipient)
+    return rows
 
 
-def _apply_ack(cursor: Any, ack: Ack) -> Applied:
-    cursor.execute(_LOCK_OBJECT, {"object_id": ack.object_id, "job": ack.job})
-    state, recipients, sha256, _, _ = cursor.fetchone()
-    if recipients is not None and ack.recipient not in recipients:
-        return Applied(Outcome.FOREIGN, detail=f"recipient {ack.recipient!r} is not in {recipients}")
-    if sha256 is not None and ack.payload_sha256 != sha256:
-        return Applied(Outcome.MISMATCH, detail="ACK names a different payload sha256 than the pointer")
-    cursor.execute(
-        """INSERT INTO acks (object_id, recipient, payload_sha256, consumer)
-           VALUES (%(object_id)s, %(recipient)s, %(payload_sha256)s, %(consumer)s)
-           ON CONFLICT (object_id, recipient) DO UPDATE SET duplicates = acks.duplicates + 1
-           RETURNING duplicates""",
-        ack.model_dump(),
-    )
-    if cursor.fetchone()[0] > 0:
-        return Applied(Outcome.DUPLICATE)
-    if state == "awaiting_pointer":
-        return Applied(Outcome.EARLY)
-    return Applied(Outcome.RECORDED, delete_decided=_decide(cursor, ack.object_id))
+class _Batch:
+    """Judges each message against the locked rows and collects the writes it implies."""
 
+    def __init__(self, rows: dict[str, _Row]) -> None:
+        self.rows = rows
+        self.pointers: list[Pointer] = []
+        self.acks: list[Ack] = []
+        self.duplicate_acks: Counter[tuple[str, str]] = Counter()
+        self.last_recorded: dict[str, int] = {}  # object -> index of the last message that may have made it due
 
-def _decide(cursor: Any, object_id: str) -> bool:
-    """The guarded pending -> deleting transition; True only for the one call that makes it."""
-    cursor.execute(_DECIDE, {"object_id": object_id})
-    return cursor.fetchone() is not None
+    def judge(self, index: int, message: Pointer | Ack) -> Applied:
+        """The outcome of ``message`` (at ``index`` in the batch), given everything judged before it."""
+        applied = self._pointer(message) if isinstance(message, Pointer) else self._ack(message)
+        if applied.outcome is Outcome.RECORDED:
+            self.last_recorded[message.object_id] = index
+        return applied
+
+    def _pointer(self, pointer: Pointer) -> Applied:
+        row = self.rows[pointer.object_id]
+        if row.recipients == []:
+            return Applied(Outcome.MISMATCH, detail="pointer for an object already swept as an orphan")
+        if row.state != "awaiting_pointer":
+            if (row.recipients, row.sha256, row.bucket, row.key) != (
+                list(pointer.recipients), pointer.payload_sha256, pointer.bucket, pointer.key,
+            ):
+                return Applied(Outcome.MISMATCH, detail="pointer contradicts the one already recorded")
+            return Applied(Outcome.DUPLICATE)
+        row.state, row.recipients, row.sha256 = "pending", list(pointer.recipients), pointer.payload_sha256
+        row.bucket, row.key = pointer.bucket, pointer.key
+        self.pointers.append(pointer)
+        return Applied(Outcome.RECORDED)
+
+    def _ack(self, ack: Ack) -> Applied:
+        row = self.rows[ack.object_id]
+        if row.recipients is not None and ack.recipient not in row.recipients:
+            return Applied(Outcome.FOREIGN, detail=f"recipient {ack.recipient!r} is not in {row.recipients}")
+        if row.sha256 is not None and ack.payload_sha256 != row.sha256:
+            return Applied(Outcome.MISMATCH, detail="ACK names a different payload sha256 than the pointer")
+        if ack.recipient in row.acked:
+            self.duplicate_acks[(ack.object_id, ack.recipient)] += 1
+            return Applied(Outcome.DUPLICATE)
+        row.acked.add(ack.recipient)
+        self.acks.append(ack)
+        return Applied(Outcome.EARLY if row.state == "awaiting_pointer" else Outcome.RECORDED)
+
+    def write(self, cursor: Any) -> None:
+        """Record the new pointers, the new ACKs and the duplicate counts: one statement each."""
+        if self.pointers:
+            execute_values(
+                cursor,
+                """UPDATE objects o SET state = 'pending', job = v.job, bucket = v.bucket, key = v.key,
+                          recipients = v.recipients, payload_size = v.payload_size,
+                          payload_sha256 = v.payload_sha256, pointer_created_at = v.created_at,
+                          pointer_seen_at = now()
+                     FROM (VALUES %s) AS v (object_id, job, bucket, key, recipients, payload_size,
+                                            payload_sha256, created_at)
+                    WHERE o.object_id = v.object_id""",
+                [(p.object_id, p.job, p.bucket, p.key, list(p.recipients), p.payload_size, p.payload_sha256,
+                  p.created_at) for p in self.pointers],
+                template="(%s, %s, %s, %s, %s::text[], %s::bigint, %s, %s::timestamptz)",
+                page_size=len(self.pointers),
+            )
+        if self.acks:
+            # Plain INSERT: every ACK writer holds the object's row lock, so a conflict here would
+            # be a broken invariant and must fail the transaction, not be absorbed.
+            execute_values(
+                cursor,
+                "INSERT INTO acks (object_id, recipient, payload_sha256, consumer) VALUES %s",
+                [(a.object_id, a.recipient, a.payload_sha256, a.consumer) for a in self.acks],
+                page_size=len(self.acks),
+            )
+        if self.duplicate_acks:
+            execute_values(
+                cursor,
+                """UPDATE acks a SET duplicates = a.duplicates + v.n FROM (VALUES %s) AS v (object_id, recipient, n)
+                    WHERE a.object_id = v.object_id AND a.recipient = v.recipient""",
+                [(object_id, recipient, n) for (object_id, recipient), n in self.duplicate_acks.items()],
+                template="(%s, %s, %s::integer)",
+                page_size=len(self.duplicate_acks),
+            )
+
+    def decide(self, cursor: Any) -> list[str]:
+        """The guarded pending -> deleting transition for the objects this batch advanced.
+
+        Returns the objects it moved; the guard in SQL makes it succeed once per object ever.
+        """
+        if not self.last_recorded:
+            return []
+        cursor.execute(_DECIDE, (list(self.last_recorded),))
+        return [object_id for (object_id,) in cursor.fetchall()]
