@@ -37,7 +37,7 @@ class Config:
     groups_size: int = 1 * MiB
     groups_count: int = 12
     relief: dict[int, int] = field(default_factory=lambda: {64 * KiB: 150, 1 * MiB: 24, 16 * MiB: 3})
-    coordinator_objects: int = 500
+    coordinator_objects: int = 2000
     memory_sizes: tuple[int, ...] = (1 * MiB, 16 * MiB, 100 * MiB)
     profile: bool = True
 
@@ -52,7 +52,7 @@ class Config:
             latency_seconds=10.0,
             groups_count=64,
             relief={64 * KiB: 800, 1 * MiB: 96, 16 * MiB: 8},
-            coordinator_objects=3000,
+            coordinator_objects=5000,
             memory_sizes=(1 * MiB, 16 * MiB, 100 * MiB, 1 * GiB),
         )
 

@@ -43,6 +43,15 @@ class Delivery:
         if self.channel.is_open:
             self.channel.basic_ack(self.delivery_tag)
 
+    def ack_through(self) -> None:
+        """Acknowledge this delivery and every earlier one on its channel in one frame.
+
+        Only for a consumer that settles its deliveries in order: anything earlier on the
+        channel that is still unsettled would be acknowledged too.
+        """
+        if self.channel.is_open:
+            self.channel.basic_ack(self.delivery_tag, multiple=True)
+
     def requeue(self) -> None:
         """Give the message back to the queue for another attempt."""
         if self.channel.is_open:
@@ -86,6 +95,7 @@ class ConsumerLoop:
         self._prefetch = prefetch
         self._handler = handler
         self._connection: BlockingConnection | None = None
+        self._deliveries = 0
         self.connected = threading.Event()
 
     def run(self, stop: threading.Event) -> None:
@@ -148,13 +158,29 @@ class ConsumerLoop:
             while not stop.is_set():
                 self._connection.process_data_events(time_limit=0.5)
                 if self._after_read is not None:
+                    self._drain_readable()
                     self._after_read()
         finally:
             self.connected.clear()
             self._close()
 
+    def _drain_readable(self) -> None:
+        """Dispatch whatever else is already readable, so ``after_read`` gets one large batch.
+
+        One socket read holds only a few messages; without draining, a buffering handler would
+        commit a handful at a time. Bounded: the broker sends no more than the prefetch allows
+        until something is acknowledged.
+        """
+        assert self._connection is not None
+        while True:
+            before = self._deliveries
+            self._connection.process_data_events(time_limit=0)
+            if self._deliveries == before:
+                return
+
     def _dispatcher(self, queue: str) -> Callable[..., None]:
         def on_message(channel: BlockingChannel, method: Any, properties: Any, body: bytes) -> None:
+            self._deliveries += 1
             self._handler(Delivery(channel, queue, method.delivery_tag, method.redelivered, properties, body))
 
         return on_message

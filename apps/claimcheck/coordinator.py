@@ -41,7 +41,7 @@ REJECTED = {Outcome.FOREIGN: "foreign_recipient", Outcome.MISMATCH: "mismatch"}
 class Coordinator:
     """One coordinator replica: consumer loop, deleter thread and HTTP endpoint."""
 
-    def __init__(self, settings: Settings, prefetch: int = 200, lease_seconds: float = 30.0) -> None:
+    def __init__(self, settings: Settings, prefetch: int = 1000, lease_seconds: float = 30.0) -> None:
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._settings = settings
         self._lease_seconds = lease_seconds
@@ -107,6 +107,7 @@ class Coordinator:
         if not batch:
             return
         results = self._apply([message for _, message in batch])
+        counted: list[Delivery] = []
         for (delivery, message), applied in zip(batch, results, strict=True):
             metrics.LEDGER_MESSAGES.labels(message.type, applied.outcome.value).inc()
             if isinstance(message, Ack):
@@ -114,11 +115,15 @@ class Coordinator:
             if applied.outcome in REJECTED:
                 self._reject(delivery, REJECTED[applied.outcome], applied.detail)
                 continue
-            delivery.ack()
+            counted.append(delivery)
             if applied.delete_decided:
-                log.info("object %s of job %s confirmed by every recipient; deleting", message.object_id, message.job,
+                log.debug("object %s of job %s confirmed by every recipient; deleting", message.object_id, message.job,
                          extra={"object_id": message.object_id, "job": message.job})
                 self._due.set()
+        # Every delivery up to the last one is now settled (rejects were acked one by one above),
+        # so one multiple-ack per channel settles the rest.
+        if counted:
+            counted[-1].ack_through()
 
     def _apply(self, messages: list[Pointer | Ack]) -> list[Applied]:
         """Apply with short retries; a longer outage pauses consuming (see DependencyDown)."""
@@ -160,9 +165,9 @@ class Coordinator:
         s3 = store.client(self._settings)
         while not stop.is_set():
             try:
-                tasks = ledger.claim_deletions(self.owner, self._lease_seconds)
-                for task in tasks:
-                    self._delete_one(ledger, s3, task)
+                tasks = ledger.claim_deletions(self.owner, self._lease_seconds, limit=store.MAX_KEYS_PER_DELETE)
+                for bucket in sorted({task.bucket for task in tasks}):
+                    self._delete_batch(ledger, s3, bucket, [task for task in tasks if task.bucket == bucket])
             except DB_ERRORS as exc:
                 # Also from mark_deleted/release_deletion: a lease this pass could not record
                 # expires and the (idempotent) S3 delete is retried then.
@@ -175,20 +180,23 @@ class Coordinator:
                 self._due.clear()
         ledger.close()
 
-    def _delete_one(self, ledger: Ledger, s3: Any, task: DeleteTask) -> None:
+    def _delete_batch(self, ledger: Ledger, s3: Any, bucket: str, tasks: list[DeleteTask]) -> None:
         try:
-            store.delete(s3, task.bucket, task.key)
+            refused = store.delete_many(s3, bucket, [task.key for task in tasks])
         except Exception as exc:  # noqa: BLE001 - any S3 failure is retried later
-            metrics.DELETE_FAILURES.inc()
-            log.warning("deleting s3://%s/%s failed, will retry: %s", task.bucket, task.key, exc)
-            ledger.release_deletion(task, self.owner, str(exc))
-            return
-        if ledger.mark_deleted(task, self.owner):
+            refused = {task.key: str(exc) for task in tasks}
+        for task in tasks:
+            if task.key in refused:
+                metrics.DELETE_FAILURES.inc()
+                log.warning("deleting s3://%s/%s failed, will retry: %s", bucket, task.key, refused[task.key])
+                ledger.release_deletion(task, self.owner, refused[task.key])
+        deleted = ledger.mark_deleted([task for task in tasks if task.key not in refused], self.owner)
+        finished = datetime.now(timezone.utc)
+        for task in deleted:
             metrics.DELETES.inc()
             if task.published_at is not None:
-                latency = (datetime.now(timezone.utc) - task.published_at).total_seconds()
-                metrics.PUBLISH_TO_DELETE_SECONDS.observe(max(latency, 0.0))
-            log.info("deleted s3://%s/%s", task.bucket, task.key, extra={"object_id": task.object_id})
+                metrics.PUBLISH_TO_DELETE_SECONDS.observe(max((finished - task.published_at).total_seconds(), 0.0))
+            log.info("deleted s3://%s/%s", bucket, task.key, extra={"object_id": task.object_id})
 
     def _sweep_loop(self, stop: threading.Event) -> None:
         ledger = Ledger(self._settings.database_url)

@@ -7,7 +7,6 @@ another recipient's, fails verification. Keys rotate: the first key of the keyri
 every listed key verifies, and the key id travels in a header.
 """
 
-import hashlib
 import hmac
 from collections.abc import Mapping
 from typing import Any
@@ -39,7 +38,7 @@ class Keyring:
         return cls(keys)
 
     def _digest(self, key_id: str, body: bytes) -> str:
-        return hmac.new(self._keys[key_id], body, hashlib.sha256).hexdigest()
+        return hmac.digest(self._keys[key_id], body, "sha256").hex()  # one-shot: OpenSSL's fast path
 
     def sign(self, body: bytes) -> dict[str, str]:
         """The headers that sign ``body``."""
