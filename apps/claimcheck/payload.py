@@ -6,6 +6,7 @@ flat whatever ``MSG_SIZE`` is.
 """
 
 import base64
+import collections
 import hashlib
 import io
 import json
@@ -60,7 +61,10 @@ class GzipHashingReader(io.RawIOBase):
     def __init__(self, chunks: Iterator[bytes], level: int = GZIP_LEVEL) -> None:
         self._chunks = chunks
         self._compressor = isal_zlib.compressobj(level, zlib.DEFLATED, 31)
-        self._pending = bytearray()
+        # Compressed output not read yet, as the compressor returned it: read() joins exactly
+        # what it hands out, one copy per part instead of the three of a growing bytearray.
+        self._pending: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
         self._done = False
         self.payload_hash = hashlib.sha256()
         self.object_hash = hashlib.sha256()
@@ -70,13 +74,30 @@ class GzipHashingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: "bytearray | memoryview") -> int:  # type: ignore[override]
-        while len(self._pending) < len(buffer) and not self._done:
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes of the gzip stream (all of the rest if ``size`` is negative)."""
+        while (size is None or size < 0 or self._buffered < size) and not self._done:
             self._fill()
-        count = min(len(buffer), len(self._pending))
-        buffer[:count] = self._pending[:count]
-        del self._pending[:count]
-        return count
+        if size is None or size < 0 or size >= self._buffered:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._buffered = 0
+            return data
+        taken, need = [], size
+        while need:
+            head = self._pending.popleft()
+            if len(head) > need:
+                self._pending.appendleft(head[need:])
+                head = head[:need]
+            taken.append(head)
+            need -= len(head)
+        self._buffered -= size
+        return b"".join(taken)
+
+    def readinto(self, buffer: "bytearray | memoryview") -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
     def _fill(self) -> None:
         chunk = next(self._chunks, None)
@@ -89,6 +110,8 @@ class GzipHashingReader(io.RawIOBase):
         self._emit(self._compressor.compress(chunk))
 
     def _emit(self, data: bytes) -> None:
-        self.object_hash.update(data)
-        self.object_size += len(data)
-        self._pending += data
+        if data:
+            self.object_hash.update(data)
+            self.object_size += len(data)
+            self._pending.append(data)
+            self._buffered += len(data)

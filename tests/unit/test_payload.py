@@ -35,3 +35,18 @@ def test_gzip_reader_hashes_both_forms() -> None:
     assert reader.object_size == len(compressed)
     assert reader.object_hash.hexdigest() == hashlib.sha256(compressed).hexdigest()
     assert len(compressed) < len(payload)
+
+
+@pytest.mark.parametrize("sizes", [[5 * CHUNK_SIZE], [1, 7, 65536, 3 * CHUNK_SIZE, 13], [-1]])
+def test_gzip_reader_gives_exact_reads_of_any_size_and_the_rest_at_the_end(sizes: list[int]) -> None:
+    """s3transfer reads parts of exactly the part size, and everything left for the last one."""
+    reader = GzipHashingReader(generate(4 * CHUNK_SIZE + 5, "j", "0" * 32, 2))
+    pieces = [reader.read(size) for size in sizes] + [reader.read()]
+    compressed = b"".join(pieces)
+    offset = 0
+    for size, piece in zip(sizes, pieces, strict=False):
+        assert len(piece) == (len(compressed) - offset if size < 0 else min(size, len(compressed) - offset))
+        offset += len(piece)
+    assert reader.readinto(bytearray(100)) == 0 and reader.read(10) == b""
+    assert len(gzip.decompress(compressed)) == 4 * CHUNK_SIZE + 5
+    assert reader.object_hash.hexdigest() == hashlib.sha256(compressed).hexdigest()
