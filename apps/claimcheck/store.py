@@ -65,7 +65,7 @@ def client(settings: Settings) -> Any:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             max_pool_connections=16,
-            s3={"addressing_style": "path"},
+            s3={"addressing_style": "path", "payload_signing_enabled": False},
         ),
     )
 
