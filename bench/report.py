@@ -56,6 +56,20 @@ def _cpu_per_object(runs: list[dict[str, Any]], component: str) -> float:
     return statistics.median(values) if values else math.nan
 
 
+def _ceilings(entry: dict[str, Any], cores: int) -> list[tuple[float, float, float]]:
+    """Per repetition: (B, L, ceiling) as _ceiling_lines explains; B and L in CPU seconds per object."""
+    startup = entry.get("limit_startup_cpu")
+    out = []
+    for pipe, limit in zip(entry.get("pipeline", []), entry.get("limit", []), strict=False):
+        if (startup is None or pipe.get("error") or limit.get("error") or not pipe.get("cpu")
+                or not _finite(limit.get("objects_per_s"))):
+            continue
+        extra = (pipe["cpu"].get("rabbitmq", 0.0) + pipe["cpu"].get("postgresql", 0.0)) / pipe["count"]
+        own = max(0.0, sum(limit["cpu"].values()) - startup) / limit["count"]
+        out.append((extra, own, cores / (own + extra) / limit["objects_per_s"]))
+    return out
+
+
 def _ms(values: list[float]) -> str:
     return fmt_summary(values, 3, 1000)
 
@@ -283,7 +297,7 @@ def write(results: dict[str, Any], doc: Path, plots: Path) -> None:
     lines += _summary_section(results)
     lines += _machine_section(results, machine)
     if "sizes" in results:
-        lines += _pipeline_section(results["sizes"], plots)
+        lines += _pipeline_section(results["sizes"], plots, results.get("machine", {}).get("cores") or 1)
     if "relief" in results:
         lines += _relief_section(results["relief"], plots)
     if "coordinator" in results:
@@ -319,6 +333,10 @@ def _summary_section(results: dict[str, Any]) -> list[str]:
         met = statistics.median(ratios) >= 0.8 if ratios else None
         rows.append(["full pipeline ≥ 80 % of the stack limit, 1 MiB, 2 groups",
                      fmt_summary([100 * r for r in ratios], 3) + " %", _goal(met)])
+        ceilings = [100 * c[2] for c in _ceilings(one, results.get("machine", {}).get("cores") or 1)]
+        if ceilings:
+            rows.append(["… the most this machine allows if producer, consumers and coordinator cost no CPU "
+                         "(section 1)", fmt_summary(ceilings, 3) + " %", ""])
     coordinator = results.get("coordinator")
     if coordinator:
         drains = _ok(coordinator["drains"])
@@ -380,7 +398,7 @@ def _machine_section(results: dict[str, Any], machine: dict[str, Any]) -> list[s
     return lines
 
 
-def _pipeline_section(sizes: list[dict[str, Any]], plots: Path) -> list[str]:
+def _pipeline_section(sizes: list[dict[str, Any]], plots: Path, cores: int) -> list[str]:
     lines = ["## 1. Pipeline throughput against the limit of the stack", "",
              "Two recipient groups (one consumer replica each, 4 workers), one coordinator, producer with "
              "`--parallelism 2`. *Limit*: the same objects with one S3 PUT, two GETs and one DELETE each, "
@@ -409,12 +427,36 @@ def _pipeline_section(sizes: list[dict[str, Any]], plots: Path) -> list[str]:
                      "latency p50 / p99 ms at offered load: from pointer creation — from publish", "limit latency p50 ms"],
                     rows)
     lines += [f"![throughput, share of the limit, CPU per MiB and latency by payload size](bench/{plot_sizes(sizes, plots)})", ""]
+    lines += _ceiling_lines(sizes, cores)
     lines += ["*Flat out*: the producer publishes as fast as it can, so latency includes queueing behind earlier "
               "objects. *Offered load*: `claimcheck producer --rate` at half the measured throughput. The producer "
               "paces publishes, not uploads, so `pointer_created_at` is taken when the upload finished and the pointer "
               "then waits for its publish slot; the second pair measures from `pointer_seen_at` (the coordinator's copy of "
               "the pointer arriving), which is the publish-to-delete latency proper.", ""]
     return lines
+
+
+def _ceiling_lines(sizes: list[dict[str, Any]], cores: int) -> list[str]:
+    rows = []
+    for entry in sizes:
+        ceilings = _ceilings(entry, cores)
+        if ceilings:
+            rows.append([size_label(entry["size"]), _ms([c[0] for c in ceilings]), _ms([c[1] for c in ceilings]),
+                         fmt_summary([100 * c[2] for c in ceilings]) + " %",
+                         fmt_summary([100 * r for r in _paired_ratios(entry)]) + " %"])
+    if not rows:
+        return []
+    lines = ["**How close this machine lets the pipeline get.** Everything shares its "
+             f"{cores} cores. The pipeline does all of the limit's S3 work (the same requests from the same client "
+             "library, served by the same S3 server), plus the broker's (quorum queues: every pointer, ACK and "
+             "settlement is a Raft command replicated to three nodes on the same cores) and the ledger's. *L* is the "
+             "CPU the limit used per object (its processes without their start-up, plus the S3 server), *B* the CPU "
+             "RabbitMQ and PostgreSQL used per object in the pipeline run. Even if producer, consumers and coordinator "
+             f"cost nothing beyond the limit's S3 work, the pipeline cannot exceed {cores} cores ÷ (L + B) objects/s; "
+             "the ceiling is that rate as a share of the limit's measured rate:", ""]
+    lines += _table(["payload", "B: RabbitMQ + PostgreSQL CPU ms/object", "L: limit CPU ms/object",
+                     f"ceiling: {cores} ÷ (L + B) ÷ limit objects/s", "measured pipeline ÷ limit"], rows)
+    return lines + [""]
 
 
 def _relief_section(relief: dict[str, Any], plots: Path) -> list[str]:
