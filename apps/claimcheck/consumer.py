@@ -1,9 +1,11 @@
 """Consume, verify and ack steps: one replica of a recipient group.
 
 The connection thread only decodes pointers and acknowledges; the slow part (download,
-decompress, verify, process) runs in worker threads so heartbeats keep flowing. Only after the
-business ACK is confirmed by the broker is the pointer's delivery acknowledged: a crash at any
-point makes the broker redeliver the pointer, and the ledger absorbs the duplicate ACK.
+decompress, verify, process, publish the business ACK and wait for its confirm) runs in worker
+threads, each with a publishing connection of its own, so heartbeats keep flowing and confirms
+are awaited in parallel. Only after the business ACK is confirmed by the broker is the
+pointer's delivery acknowledged: a crash at any point makes the broker redeliver the pointer,
+and the ledger absorbs the duplicate ACK.
 """
 
 import importlib
@@ -49,6 +51,10 @@ def load_hook(spec: str) -> Hook:
     return hook  # type: ignore[no-any-return]
 
 
+class AckNotPublished(Exception):
+    """The payload was verified and processed, but its business ACK could not be published."""
+
+
 @dataclass
 class ConsumerStats:
     """What this replica did, printed as JSON when it exits."""
@@ -74,13 +80,17 @@ class RecipientConsumer:
         self._s3 = store.client(settings)
         self._declare = lambda channel: topology.declare(channel, [recipient])
         self._publisher = BrokerSession(settings.amqp_url, self._declare, settings.confirm_timeout)
+        self._worker_publishers = threading.local()  # pika connections are not thread-safe
+        self._all_publishers = [self._publisher]
         self._workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"verify-{recipient}")
         metrics.recipient_metrics(recipient)
         self._loop = ConsumerLoop(
             settings.amqp_url,
             self._declare,
             [topology.recipient_queue(recipient)],
-            workers,
+            # Twice the workers: a worker that finishes finds the next pointer already here
+            # instead of waiting for the broker to send one after the ACK's confirm.
+            2 * workers,
             self._on_pointer,
             gate=self._storage_down,
         )
@@ -93,7 +103,8 @@ class RecipientConsumer:
             self._loop.run(stop)
         finally:
             self._workers.shutdown(wait=True, cancel_futures=True)
-            self._publisher.close()
+            for publisher in self._all_publishers:
+                publisher.close()
             if server is not None:
                 server.shutdown()
 
@@ -124,16 +135,53 @@ class RecipientConsumer:
         future.add_done_callback(lambda done: self._loop.call_threadsafe(lambda: self._finish(delivery, pointer, done)))
 
     def _verify_and_process(self, pointer: Pointer) -> None:
+        """On a worker: download and verify, run the hook, then publish the business ACK."""
         started = time.monotonic()
         with store.download_verified(self._s3, pointer) as payload:
             metrics.DOWNLOAD_SECONDS.labels(self._recipient).observe(time.monotonic() - started)
             metrics.VERIFIED.labels(self._recipient).inc()
             with metrics.PROCESSING_SECONDS.labels(self._recipient).time():
                 self._hook(pointer, payload)
+        try:
+            self._publish_ack(pointer)
+        except Exception as exc:  # noqa: BLE001 - the publisher already retried; the pointer goes back
+            raise AckNotPublished(f"business ACK for object {pointer.object_id} not confirmed: {exc}") from exc
+
+    def _worker_publisher(self) -> BrokerSession:
+        publisher = getattr(self._worker_publishers, "session", None)
+        if publisher is None:
+            publisher = BrokerSession(self._settings.amqp_url, self._declare, self._settings.confirm_timeout)
+            self._worker_publishers.session = publisher
+            self._all_publishers.append(publisher)
+        return publisher
+
+    def _publish_ack(self, pointer: Pointer) -> None:
+        ack = Ack(
+            object_id=pointer.object_id,
+            job=pointer.job,
+            recipient=self._recipient,
+            payload_sha256=pointer.payload_sha256,
+            consumer=self.name,
+            acked_at=now(),
+        )
+        body = ack.encode()
+        self._worker_publisher().publish(
+            topology.ACK_EXCHANGE,
+            topology.ACK_ROUTING_KEY,
+            body,
+            message_id=f"{pointer.object_id}.{self._recipient}",
+            headers=self._keyring.sign(body),
+        )
 
     def _finish(self, delivery: Delivery, pointer: Pointer, done: "Future[None]") -> None:
+        """On the connection thread: settle the pointer according to what its worker did."""
         error = done.exception()
-        if isinstance(error, store.IntegrityError):
+        if isinstance(error, AckNotPublished):
+            log.warning("%s; returning the pointer to the queue", error,
+                        extra={"object_id": pointer.object_id, "job": pointer.job, "recipient": self._recipient})
+            metrics.CONSUMED.labels(self._recipient, "retried").inc()
+            delivery.requeue()
+        elif isinstance(error, store.IntegrityError):
             metrics.CHECKSUM_FAILURES.labels(self._recipient).inc()
             self._reject(delivery, "integrity", f"object {pointer.object_id}: {error}")
         elif isinstance(error, store.ObjectMissing):
@@ -154,24 +202,9 @@ class RecipientConsumer:
             self._acknowledge(delivery, pointer)
 
     def _acknowledge(self, delivery: Delivery, pointer: Pointer) -> None:
+        """The business ACK is confirmed: the pointer is done."""
         self.stats.verified += 1
         self.stats.verified_by_job[pointer.job] = self.stats.verified_by_job.get(pointer.job, 0) + 1
-        ack = Ack(
-            object_id=pointer.object_id,
-            job=pointer.job,
-            recipient=self._recipient,
-            payload_sha256=pointer.payload_sha256,
-            consumer=self.name,
-            acked_at=now(),
-        )
-        body = ack.encode()
-        self._publisher.publish(
-            topology.ACK_EXCHANGE,
-            topology.ACK_ROUTING_KEY,
-            body,
-            message_id=f"{pointer.object_id}.{self._recipient}",
-            headers=self._keyring.sign(body),
-        )
         delivery.ack()
         self.stats.acked += 1
         metrics.CONSUMED.labels(self._recipient, "acked").inc()
