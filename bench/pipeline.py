@@ -1,8 +1,8 @@
 """The whole product on the local stack: a coordinator, one consumer replica per recipient group
 and a producer run per measurement, every one a ``python -m claimcheck`` process.
 
-Throughput is the completion rate ``(N - 1) / (last deleted_at - first deleted_at)``, the rate at
-which objects leave the system once it is running (process start-up is not in it); latency is
+Throughput is ``N / (last deleted_at - first pointer_created_at)``: from the first object stored
+to the last one deleted, so process start-up is not in it; latency is
 per object ``deleted_at - pointer_created_at`` (and ``- pointer_seen_at``), all from the ledger.
 The stack's limit (:mod:`bench.s3limit`) is measured the same way from its own timestamps.
 """
@@ -52,11 +52,16 @@ class Run:
         return asdict(self) | {"mib_per_s": self.mib_per_s}
 
 
-def completion_rate(deleted: list[float]) -> float:
-    deleted = sorted(deleted)
-    if len(deleted) < 2 or deleted[-1] <= deleted[0]:
+def throughput(stored: list[float], deleted: list[float]) -> float:
+    """Objects per second from the first object stored to the last one deleted.
+
+    Not ``(N - 1) / (last - first deletion)``: the coordinator deletes in batches, so several
+    objects share a deletion time and a run of a few large objects would look faster than it
+    is. Both the pipeline and the limit are measured from their first finished upload.
+    """
+    if not deleted or max(deleted) <= min(stored):
         return float("nan")
-    return (len(deleted) - 1) / (deleted[-1] - deleted[0])
+    return len(deleted) / (max(deleted) - min(stored))
 
 
 def producer_summary(output: str) -> dict[str, Any]:
@@ -170,7 +175,7 @@ class Pipeline:
     def stages(self, job: str) -> dict[str, float]:
         """Median seconds from the pointer's creation to each later step in the ledger."""
         row = self._query(
-                """SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM o.pointer_seen_at - o.pointer_created_at)),
+            """SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM o.pointer_seen_at - o.pointer_created_at)),
                           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM a.first_ack - o.pointer_created_at)),
                           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM a.last_ack - o.pointer_created_at)),
                           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM o.decided_at - o.pointer_created_at)),
@@ -223,7 +228,7 @@ class Pipeline:
         cpu["producer"] = finished.cpu_seconds
         stamps = self.timestamps(job)
         deleted = [stamp[2] for stamp in stamps]
-        result.objects_per_s = completion_rate(deleted)
+        result.objects_per_s = throughput([stamp[0] for stamp in stamps], deleted)
         result.wall_objects_per_s = len(deleted) / (max(deleted) - producer.started_wall)
         result.latency_created = [d - c for c, _, d in stamps]
         result.latency_seen = [d - s for _, s, d in stamps]
@@ -257,7 +262,7 @@ class Pipeline:
             return result
         objects = document["objects"]
         deleted = [item["deleted"] for item in objects]
-        result.objects_per_s = completion_rate(deleted)
+        result.objects_per_s = throughput([item["put"] for item in objects], deleted)
         result.wall_objects_per_s = len(deleted) / (max(deleted) - document["started"])
         result.latency_created = [item["deleted"] - item["put"] for item in objects]
         # The S3 server's share too: the limit's CPU budget per object is clients plus server.

@@ -29,7 +29,7 @@ class Config:
     repeats: int = 3
     # payload size -> objects per repetition (size sweep, 2 recipient groups)
     sizes: dict[int, int] = field(default_factory=lambda: {
-        64 * KiB: 150, 256 * KiB: 100, 1 * MiB: 100, 4 * MiB: 30, 16 * MiB: 10, 64 * MiB: 4})
+        64 * KiB: 150, 256 * KiB: 100, 1 * MiB: 100, 4 * MiB: 40, 16 * MiB: 16, 64 * MiB: 6})
     headline_sizes: tuple[int, ...] = (64 * KiB, 1 * MiB, 16 * MiB)
     latency_seconds: float = 3.0  # length of each offered-load run
     offered_load: float = 0.5  # fraction of the measured throughput offered in the latency runs
@@ -38,7 +38,7 @@ class Config:
     groups_count: int = 12
     relief: dict[int, int] = field(default_factory=lambda: {64 * KiB: 150, 1 * MiB: 24, 16 * MiB: 3})
     coordinator_objects: int = 2000
-    memory_sizes: tuple[int, ...] = (1 * MiB, 16 * MiB, 100 * MiB)
+    memory_sizes: tuple[int, ...] = (1 * MiB, 16 * MiB, 100 * MiB, 1 * GiB)
     profile: bool = True
 
     @classmethod
