@@ -35,7 +35,7 @@ class Config:
     offered_load: float = 0.5  # fraction of the measured throughput offered in the latency runs
     groups: tuple[int, ...] = (1, 2, 3, 4, 5)
     groups_size: int = 1 * MiB
-    groups_count: int = 12
+    groups_count: int = 40
     relief: dict[int, int] = field(default_factory=lambda: {64 * KiB: 150, 1 * MiB: 24, 16 * MiB: 3})
     coordinator_objects: int = 2000
     memory_sizes: tuple[int, ...] = (1 * MiB, 16 * MiB, 100 * MiB, 1 * GiB)
@@ -50,7 +50,7 @@ class Config:
             repeats=repeats or 5,
             sizes={64 * KiB: 400, 256 * KiB: 300, 1 * MiB: 300, 4 * MiB: 80, 16 * MiB: 24, 64 * MiB: 8},
             latency_seconds=10.0,
-            groups_count=64,
+            groups_count=120,
             relief={64 * KiB: 800, 1 * MiB: 96, 16 * MiB: 8},
             coordinator_objects=5000,
             memory_sizes=(1 * MiB, 16 * MiB, 100 * MiB, 1 * GiB),
