@@ -49,7 +49,7 @@ def ensure_bucket(s3, bucket: str, deadline: float) -> str:
             if status == 409 or code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 return "exists"
             if status in (401, 403):
-                raise SystemExit(f"S3 rejected the credentials: {code}")
+                raise SystemExit(f"S3 rejected the credentials: {code}") from None
             last = f"{status} {code}"
         except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionError) as exc:
             last = type(exc).__name__
@@ -84,7 +84,7 @@ def main() -> int:
                 break
             except botocore.exceptions.ClientError as exc:
                 if time.monotonic() >= deadline:
-                    raise SystemExit(f"S3 PUT/GET/DELETE failed: {exc}")
+                    raise SystemExit(f"S3 PUT/GET/DELETE failed: {exc}") from None
                 time.sleep(0.2)
     print(f"bucket {args.bucket}: {state}" + (", PUT/GET/DELETE ok" if args.verify else ""))
     return 0

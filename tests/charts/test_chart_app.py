@@ -115,7 +115,8 @@ def test_namespaced_operator_gets_roles_not_cluster_roles() -> None:
     docs = render(APP, APP / "ci" / "01-namespaced-values.yaml")
     assert not find(docs, "ClusterRole") and not find(docs, "ClusterRoleBinding")
     assert sorted(r["metadata"]["namespace"] for r in find(docs, "Role")) == ["claimcheck", "team-b"]
-    env = {e["name"]: e["value"] for e in one(docs, "Deployment", "claimcheck-operator")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    container = one(docs, "Deployment", "claimcheck-operator")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
     assert env["CLAIMCHECK_WATCH_NAMESPACES"] == "claimcheck,team-b"
 
 

@@ -76,7 +76,8 @@ def free_port() -> int:
 
 @pytest.fixture
 def haproxy(tmp_path: Path) -> Iterator[tuple[int, list[FakeNode], Path]]:
-    cfg = one(render(INFRA, sets=("haproxy.checkIntervalSeconds=1",)), "ConfigMap", "claimcheck-infra-haproxy")["data"]["haproxy.cfg"]
+    rendered = render(INFRA, sets=("haproxy.checkIntervalSeconds=1",))
+    cfg = one(rendered, "ConfigMap", "claimcheck-infra-haproxy")["data"]["haproxy.cfg"]
     nodes = [FakeNode(good=True), FakeNode(good=False), FakeNode(good=False)]
     for i, node in enumerate(nodes):
         cfg, n = re.subn(rf"(server rmq-{i} )\S+:5672$", rf"\g<1>127.0.0.1:{node.port}", cfg, flags=re.M)

@@ -33,7 +33,8 @@ def _docker_usable() -> str | None:
         return "docker CLI is not installed"
     info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=60)
     if info.returncode != 0:
-        return f"no usable Docker engine (`docker info` failed: {info.stderr.strip().splitlines()[-1] if info.stderr.strip() else info.returncode})"
+        why = info.stderr.strip().splitlines()[-1] if info.stderr.strip() else info.returncode
+        return f"no usable Docker engine (`docker info` failed: {why})"
     return None
 
 

@@ -14,6 +14,7 @@ import yaml
 from .conftest import APP, HELM, INFRA, NAMESPACE, find, one, render
 from .fakekube import FakeKube
 
+DEFAULT_SERVICE_ACCOUNT = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": NAMESPACE}}
 CREDENTIALS = {  # Secret name -> keys holding generated material
     "rmq-default-user": ["password"],
     "rmq-erlang-cookie": [".erlang.cookie"],
@@ -130,7 +131,7 @@ def test_app_env_secret_copies_the_infra_connection_secret(tmp_path: Path) -> No
     connection = one(infra, "Secret", "claimcheck-infra-connection")
     with FakeKube() as fake:
         fake.add("secrets", connection)
-        fake.add("serviceaccounts", {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": NAMESPACE}})
+        fake.add("serviceaccounts", DEFAULT_SERVICE_ACCOUNT)
         app = _docs(_template_against(fake, tmp_path, APP, "claimcheck"))
     env = decoded(one(app, "Secret", "claimcheck-env"))
     expected = decoded(connection)
@@ -143,7 +144,7 @@ def test_app_env_secret_copies_the_infra_connection_secret(tmp_path: Path) -> No
 
 def test_app_install_fails_clearly_without_infra(tmp_path: Path) -> None:
     with FakeKube() as fake:
-        fake.add("serviceaccounts", {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": NAMESPACE}})
+        fake.add("serviceaccounts", DEFAULT_SERVICE_ACCOUNT)
         result = _template_against(fake, tmp_path, APP, "claimcheck")
     assert result.returncode != 0
     assert "claimcheck-infra-connection" in result.stderr and "install claimcheck-infra first" in result.stderr

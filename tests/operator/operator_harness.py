@@ -198,7 +198,8 @@ def job_complete(succeeded: int = 1) -> dict[str, Any]:
             "conditions": [{"type": "Complete", "status": "True", "reason": "CompletionsReached"}]}
 
 
-def job_failed(reason: str = "BackoffLimitExceeded", message: str = "Job has reached the specified backoff limit") -> dict[str, Any]:
+def job_failed(reason: str = "BackoffLimitExceeded",
+               message: str = "Job has reached the specified backoff limit") -> dict[str, Any]:
     return {"failed": 4, "active": 0,
             "conditions": [{"type": "Failed", "status": "True", "reason": reason, "message": message}]}
 

@@ -59,7 +59,7 @@ def _map_keys(validator: Any, keys: list[str], instance: Any, schema: Any) -> It
     for item in instance:
         key = tuple(item.get(k) for k in keys) if isinstance(item, dict) else (item,)
         if key in seen:
-            yield jsonschema.ValidationError(f"duplicate entry for key {dict(zip(keys, key))}")
+            yield jsonschema.ValidationError(f"duplicate entry for key {dict(zip(keys, key, strict=True))}")
         seen.add(key)
 
 

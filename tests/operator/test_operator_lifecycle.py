@@ -39,7 +39,8 @@ def test_create_makes_owned_jobs(cluster: FakeCluster, coordinator: CoordinatorS
     with start_operator():
         ccj = cluster.create_ccj(NAMESPACE, "run1", SPEC)
         wait_for("the three Jobs", all_jobs(cluster))
-        status = wait_for("JobsCreated", lambda: condition(cluster.status(NAMESPACE, "run1"), "JobsCreated").get("status") == "True"
+        status = wait_for("JobsCreated",
+                          lambda: condition(cluster.status(NAMESPACE, "run1"), "JobsCreated").get("status") == "True"
                           and cluster.status(NAMESPACE, "run1"))
 
     uid = ccj["metadata"]["uid"]
@@ -170,9 +171,9 @@ def test_progress_keeps_a_run_alive(
         began = time.monotonic()
         for step in range(1, 6):
             coordinator.set(JOB_ID, published=step, acked={"billing": step, "audit": step}, deleted=step)
-            wait_for(f"count {step}", lambda: cluster.status(NAMESPACE, "run1").get("deleted") == step)
+            wait_for(f"count {step}", lambda step=step: cluster.status(NAMESPACE, "run1").get("deleted") == step)
             deadline = time.monotonic() + 0.7
-            wait_for("0.7 s to pass", lambda: time.monotonic() >= deadline)
+            wait_for("0.7 s to pass", lambda deadline=deadline: time.monotonic() >= deadline)
         assert time.monotonic() - began > 3
         assert cluster.status(NAMESPACE, "run1")["phase"] == "Running"
 
@@ -207,7 +208,8 @@ def test_restart_mid_run_creates_nothing_twice_and_keeps_status(
 
     coordinator.set(JOB_ID, published=4, acked={"billing": 3, "audit": 3}, deleted=3)
     with start_operator():
-        after = wait_for("the new operator's update", lambda: (s := cluster.status(NAMESPACE, "run1")).get("published") == 4 and s)
+        after = wait_for("the new operator's update",
+                         lambda: (s := cluster.status(NAMESPACE, "run1")).get("published") == 4 and s)
 
     assert {j["metadata"]["name"]: j["metadata"]["uid"] for j in cluster.jobs(NAMESPACE)} == uids
     assert len(cluster.job_creations()) == posts  # the finished create handler is not re-run

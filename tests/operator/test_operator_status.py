@@ -25,10 +25,12 @@ def at(seconds: float) -> datetime.datetime:
     return T0 + datetime.timedelta(seconds=seconds)
 
 
+NO_PROGRESS = Progress()  # frozen: safe to share as a default
+
 def obs(
     producer: JobState | None = None,
     consumers: tuple[JobState, ...] | None = None,
-    progress: Progress | None = Progress(),
+    progress: Progress | None = NO_PROGRESS,
     error: str = "",
 ) -> Observation:
     return Observation(
@@ -108,7 +110,8 @@ def test_all_deleted() -> None:
     done = all_deleted(obs(progress=progress(10, 10, 10, 10)), 10, recipients, None, "t")
     assert (done["status"], done["reason"], done["message"]) == ("True", "AllObjectsDeleted", "10/10 objects deleted")
     unknown = all_deleted(obs(progress=None, error="GET x failed: refused"), 10, recipients, None, "t")
-    assert (unknown["status"], unknown["reason"], unknown["message"]) == ("Unknown", "CoordinatorUnreachable", "GET x failed: refused")
+    assert (unknown["status"], unknown["reason"], unknown["message"]) == (
+        "Unknown", "CoordinatorUnreachable", "GET x failed: refused")
 
 
 def test_spec_applied() -> None:

@@ -41,7 +41,7 @@ def _lagging(observation: Observation, expected: int, recipients: list[str]) -> 
     behind = [r for r in recipients if progress.acked.get(r, 0) < progress.published]
     if behind:
         # consumers are observed in the order of the recipients list
-        jobs = ", ".join(job.name for r, job in zip(recipients, observation.consumers) if r in behind)
+        jobs = ", ".join(job.name for r, job in zip(recipients, observation.consumers, strict=False) if r in behind)
         return f"recipients {', '.join(behind)} acknowledged less than published: check the consumer Jobs {jobs}"
     return f"all published objects are acknowledged but only {progress.deleted} deleted: check the coordinator"
 
