@@ -15,7 +15,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from claimcheck import allocator, logsetup, store, topology
+from claimcheck import logsetup, runtime, store, topology
 from claimcheck.broker import BrokerSession
 from claimcheck.config import settings
 from claimcheck.protocol import RESERVED_RECIPIENTS
@@ -83,7 +83,7 @@ def _emit(document: dict[str, Any]) -> None:
 
 def main() -> None:
     """Entry point: errors in arguments or configuration end in one line and exit code 2."""
-    allocator.use_one_arena()  # before any thread starts
+    runtime.tune()  # before any thread starts
     try:
         code = cli.main(prog_name="claimcheck", standalone_mode=False)
     except click.exceptions.Abort:
