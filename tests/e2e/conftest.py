@@ -17,13 +17,14 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from testkit import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = os.environ.get("KIND_CLUSTER_NAME", "claimcheck")
@@ -104,12 +105,5 @@ def ccj_status(name: str) -> dict[str, Any]:
 
 
 def wait_for(predicate, what: str, timeout: float, interval: float = 3.0):
-    """Poll `predicate` until it returns a truthy value (bounded); fail with the last value."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
+    """``testkit.wait_until``, polling kubectl every few seconds."""
+    return wait_until(predicate, timeout, what, poll=interval)

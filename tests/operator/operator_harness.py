@@ -23,6 +23,8 @@ import kmock
 import requests
 from kopf.testing import KopfRunner
 
+from testkit import wait_until
+
 NAMESPACE = "runs"
 OperatorFactory = Callable[[], contextlib.AbstractContextManager[KopfRunner]]
 CCJ_PATH = "/apis/claimcheck.io/v1alpha1/namespaces/{ns}/claimcheckjobs"
@@ -32,15 +34,8 @@ T = TypeVar("T")
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.05) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
+    """``testkit.wait_until`` with what is awaited named first, as these tests read best."""
+    return wait_until(probe, timeout, what, poll=interval)  # type: ignore[no-any-return]
 
 
 class ApiServerLikeEmulator(kmock.KubernetesEmulator):
