@@ -1,4 +1,5 @@
-"""Helpers every suite that talks to the local stack shares: deadlines, free ports, unique names."""
+"""Helpers every suite that talks to the local stack shares: deadlines, free ports, unique names,
+and the ``s3`` fixture (a suite's conftest imports it; it uses that suite's ``settings``)."""
 
 import socket
 import time
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from claimcheck import store
 from claimcheck.config import Settings
 
 
@@ -70,3 +72,11 @@ def require_stack(config: Settings) -> None:
     ]:
         if not reachable(url, port):
             pytest.fail(f"{name} is not reachable at {url}: start the local stack with `make up`")
+
+
+@pytest.fixture(scope="session")
+def s3(settings: Settings) -> Any:
+    """A boto3 client for the stack's S3, with the configured bucket created."""
+    client = store.client(settings)
+    store.ensure_bucket(client, settings.s3_bucket)
+    return client

@@ -11,13 +11,16 @@ from typing import Any
 
 import pytest
 
-from claimcheck import store
+import testkit
 from claimcheck.config import Settings
 from claimcheck.schema import migrate
 from fault_harness import LedgerProbe, Scenario, diagnostics, restore_stack
 from testkit import require_stack
 
 RECOVERIES: list[dict[str, Any]] = []
+
+
+s3 = testkit.s3  # the shared session fixture
 
 
 @pytest.fixture(scope="session")
@@ -29,13 +32,6 @@ def settings() -> Settings:
     require_stack(config)
     migrate(config.database_url)
     return config
-
-
-@pytest.fixture(scope="session")
-def s3(settings: Settings) -> Any:
-    client = store.client(settings)
-    store.ensure_bucket(client, settings.s3_bucket)
-    return client
 
 
 @pytest.fixture(scope="session")

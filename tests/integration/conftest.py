@@ -8,6 +8,7 @@ import pika
 import psycopg2
 import pytest
 
+import testkit
 from claimcheck import store, topology
 from claimcheck.broker import BrokerSession, parameters
 from claimcheck.config import Settings
@@ -21,19 +22,14 @@ from claimcheck.signing import Keyring
 from integration_helpers import DeadLetters, Running, free_port, unique, wait_until
 from testkit import reachable, require_stack
 
+s3 = testkit.s3  # the shared session fixture
+
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     config = Settings()
     require_stack(config)
     return config
-
-
-@pytest.fixture(scope="session")
-def s3(settings: Settings) -> Any:
-    client = store.client(settings)
-    store.ensure_bucket(client, settings.s3_bucket)
-    return client
 
 
 @pytest.fixture(scope="session")
