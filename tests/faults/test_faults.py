@@ -57,6 +57,13 @@ def finish(sc: Scenario, producer: Component, faults: list[Fault], expected: int
     return result
 
 
+def restart_after_traffic_goes_on(sc: Scenario, fault: Fault, node: int, progress: int = 10) -> None:
+    """Traffic must go on without rmq-``node`` (``progress`` more pointers and ACKs), then it comes back."""
+    sc.wait_progress_after(fault.at, published=progress, acks=progress, what=f"traffic to continue without rmq-{node}")
+    stack("rmq-start", str(node))
+    fault.restored_at = time.time()
+
+
 def pick_follower(sc: Scenario) -> int:
     """A node that leads none of the queues in use (its clients' connections are what breaks)."""
     leaders = {node_index(node) for node in queue_leaders(in_use_queues(sc)).values()}
@@ -84,9 +91,7 @@ def test_rmq_kill_node_and_restart(scenario: Scenario) -> None:
     victim = pick_follower(scenario)
     fault = inject(scenario, f"kill -9 rmq-{victim} (follower)", producer)
     stack("rmq-kill", str(victim))
-    scenario.wait_progress_after(fault.at, published=10, acks=10, what=f"traffic to continue without rmq-{victim}")
-    stack("rmq-start", str(victim))
-    fault.restored_at = time.time()
+    restart_after_traffic_goes_on(scenario, fault, victim)
     finish(scenario, producer, [fault])
 
 
@@ -104,9 +109,7 @@ def test_rmq_kill_quorum_leader_and_restart(scenario: Scenario) -> None:
         poll=0.2,
     )
     fault.notes["new_leaders_after_s"] = round(time.time() - fault.at, 2)
-    scenario.wait_progress_after(fault.at, published=10, acks=10, what=f"traffic to continue without rmq-{victim}")
-    stack("rmq-start", str(victim))
-    fault.restored_at = time.time()
+    restart_after_traffic_goes_on(scenario, fault, victim)
     finish(scenario, producer, [fault])
 
 
@@ -117,9 +120,7 @@ def test_rmq_graceful_stop_and_restart(scenario: Scenario) -> None:
     fault = inject(scenario, f"graceful stop rmq-{victim} (leader of {len(led)} queues)", producer, led=led)
     stack("rmq-stop", str(victim))
     fault.notes["stop_took_s"] = round(time.time() - fault.at, 2)
-    scenario.wait_progress_after(fault.at, published=10, acks=10, what=f"traffic to continue without rmq-{victim}")
-    stack("rmq-start", str(victim))
-    fault.restored_at = time.time()
+    restart_after_traffic_goes_on(scenario, fault, victim)
     finish(scenario, producer, [fault])
 
 
@@ -133,9 +134,7 @@ def test_rmq_rolling_restart(scenario: Scenario) -> None:
         wait_until(lambda n=n: not quorum_critical(n), 120, f"rmq-{n} not quorum-critical", poll=0.5)
         fault = inject(scenario, f"rolling restart: rmq-{n}", producer)
         stack("rmq-stop", str(n))
-        scenario.wait_progress_after(fault.at, published=3, acks=3, what=f"traffic to continue without rmq-{n}")
-        stack("rmq-start", str(n))
-        fault.restored_at = time.time()
+        restart_after_traffic_goes_on(scenario, fault, n, progress=3)
         faults.append(fault)
     finish(scenario, producer, faults)
 

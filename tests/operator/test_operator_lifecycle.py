@@ -76,12 +76,18 @@ def start_run(cluster: FakeCluster, name: str = "run1", spec: dict[str, Any] | N
     return ccj
 
 
+def start_running(cluster: FakeCluster) -> dict[str, Any]:
+    """``start_run``, then the producer Job reports a running pod."""
+    ccj = start_run(cluster)
+    cluster.set_job_status(NAMESPACE, "run1-producer", {"active": 1})
+    return ccj
+
+
 def test_progress_then_success_needs_complete_producer_and_all_deleted(
     cluster: FakeCluster, coordinator: CoordinatorStandIn, start_operator: OperatorFactory
 ) -> None:
     with start_operator():
-        start_run(cluster)
-        cluster.set_job_status(NAMESPACE, "run1-producer", {"active": 1})
+        start_running(cluster)
         running = wait_for("Running", phase_is(cluster, "Running"))
         assert running["startTime"]
 
@@ -112,8 +118,7 @@ def test_all_deleted_without_producer_complete_is_not_success(
     cluster: FakeCluster, coordinator: CoordinatorStandIn, start_operator: OperatorFactory
 ) -> None:
     with start_operator():
-        start_run(cluster)
-        cluster.set_job_status(NAMESPACE, "run1-producer", {"active": 1})
+        start_running(cluster)
         coordinator.set(JOB_ID, published=5, acked={"billing": 5, "audit": 5}, deleted=5)
         status = wait_for("AllDeleted", lambda: condition(s := cluster.status(NAMESPACE, "run1"), "AllDeleted")
                           .get("status") == "True" and s)
@@ -124,8 +129,7 @@ def test_failed_job_fails_the_run(
     cluster: FakeCluster, coordinator: CoordinatorStandIn, start_operator: OperatorFactory
 ) -> None:
     with start_operator():
-        start_run(cluster)
-        cluster.set_job_status(NAMESPACE, "run1-producer", {"active": 1})
+        start_running(cluster)
         wait_for("Running", phase_is(cluster, "Running"))
         cluster.set_job_status(NAMESPACE, "run1-consumer-audit", job_failed())
         failed = wait_for("Failed", phase_is(cluster, "Failed"))
@@ -166,8 +170,7 @@ def test_progress_keeps_a_run_alive(
     """
     monkeypatch.setenv("CLAIMCHECK_STUCK_AFTER_SECONDS", "3")
     with start_operator():
-        start_run(cluster)
-        cluster.set_job_status(NAMESPACE, "run1-producer", {"active": 1})
+        start_running(cluster)
         began = time.monotonic()
         for step in range(1, 6):
             coordinator.set(JOB_ID, published=step, acked={"billing": step, "audit": step}, deleted=step)
@@ -198,8 +201,7 @@ def test_restart_mid_run_creates_nothing_twice_and_keeps_status(
     cluster: FakeCluster, coordinator: CoordinatorStandIn, start_operator: OperatorFactory
 ) -> None:
     with start_operator():
-        start_run(cluster)
-        cluster.set_job_status(NAMESPACE, "run1-producer", {"active": 1})
+        start_running(cluster)
         coordinator.set(JOB_ID, published=2, acked={"billing": 1, "audit": 1}, deleted=1)
         before = wait_for("Running with counts", lambda: (s := cluster.status(NAMESPACE, "run1")).get("published") == 2
                           and s.get("phase") == "Running" and s)
@@ -288,8 +290,7 @@ def test_delete_stops_jobs_and_asks_the_coordinator_to_drop_the_run(
     cluster: FakeCluster, coordinator: CoordinatorStandIn, start_operator: OperatorFactory
 ) -> None:
     with start_operator():
-        start_run(cluster)
-        cluster.set_job_status(NAMESPACE, "run1-producer", {"active": 1})
+        start_running(cluster)
         wait_for("Running", phase_is(cluster, "Running"))
         ccj = cluster.ccj(NAMESPACE, "run1")
         assert ccj and "claimcheck.io/finalizer" in ccj["metadata"]["finalizers"]
@@ -318,8 +319,7 @@ def test_an_idle_run_writes_no_status(
                    if str(r.method).upper().endswith("PATCH") and r.url.path.endswith("/claimcheckjobs/run1/status"))
 
     with start_operator():
-        start_run(cluster)
-        cluster.set_job_status(NAMESPACE, "run1-producer", {"active": 1})
+        start_running(cluster)
         coordinator.set(JOB_ID, published=2, acked={"billing": 1, "audit": 1}, deleted=1)
         wait_for("Running with counts", lambda: (s := cluster.status(NAMESPACE, "run1")).get("published") == 2
                  and "applied" in s)
