@@ -279,10 +279,15 @@ def free_port() -> int:
 # -- the run's vhosts, databases and bucket -------------------------------------------------
 
 
-def _admin_connection() -> Any:
+def _admin_execute(sql: str) -> None:
+    """One statement as the stack's admin, outside a transaction (CREATE/DROP DATABASE need that)."""
     connection = psycopg2.connect(ADMIN_DSN, connect_timeout=10)
     connection.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
-    return connection
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+    finally:
+        connection.close()
 
 
 def dsn_for(database: str) -> str:
@@ -317,12 +322,7 @@ class BenchEnv:
     def database(self, suffix: str, migrate: bool = True) -> str:
         """Create database ``ccbench_<run>_<suffix>``, apply the ledger migrations; return its DSN."""
         name = f"ccbench_{self.run_id}_{suffix}".replace("-", "_")
-        connection = _admin_connection()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            connection.close()
+        _admin_execute(f'CREATE DATABASE "{name}"')
         self.databases.append(name)
         dsn = dsn_for(name)
         if migrate:
@@ -334,12 +334,7 @@ class BenchEnv:
 
     def drop_database(self, dsn: str) -> None:
         name = urllib.parse.urlsplit(dsn).path.lstrip("/")
-        connection = _admin_connection()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            connection.close()
+        _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         if name in self.databases:
             self.databases.remove(name)
 
