@@ -120,9 +120,9 @@ def plot_sizes(sizes: list[dict[str, Any]], out: Path, cores: int) -> str:
     ax.grid(True, which="both", alpha=0.3)
     ax = axes[0][1]
     _errorbar(ax, xs, [[100 * r for r in _paired_ratios(e)] for e in sizes], "pipeline / limit")
-    bounded = [e for e in sizes if _ceiling_percent(e, cores)]
+    bounded = [(e, ceiling) for e in sizes if (ceiling := _ceiling_percent(e, cores))]
     if bounded:
-        _errorbar(ax, [e["size"] / MiB for e in bounded], [_ceiling_percent(e, cores) for e in bounded],
+        _errorbar(ax, [e["size"] / MiB for e, _ in bounded], [ceiling for _, ceiling in bounded],
                   "ceiling on this machine (broker + ledger CPU)", linestyle="--")
     ax.axhline(80, color="grey", linestyle=":", label="goal 80 %")
     ax.set(xscale="log", xlabel="payload size (MiB)", ylabel="% of the stack limit", title="Share of the limit reached")
@@ -457,7 +457,7 @@ def _ceiling_lines(sizes: list[dict[str, Any]], cores: int) -> list[str]:
         if ceilings:
             rows.append([size_label(entry["size"]), fmt_summary([c[2] for c in ceilings]),
                          _ms([c[1] for c in ceilings]), _ms([c[0] for c in ceilings]),
-                         fmt_summary(_ceiling_percent(entry, cores)) + " %",
+                         fmt_summary([100 * c[3] for c in ceilings]) + " %",
                          fmt_summary([100 * r for r in _paired_ratios(entry)]) + " %"])
     if not rows:
         return []

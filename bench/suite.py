@@ -128,8 +128,10 @@ def size_sweep(env: BenchEnv, pipeline: Pipeline, config: Config) -> list[dict[s
     """Every size with 2 groups: pipeline and limit interleaved, then offered-load latency runs."""
     results = []
     # CPU the limit's three processes spend starting up, to take out of its CPU per object.
-    startup = statistics.median(attempt(pipeline.limit, 64 * KiB, 2, 2, 48 * KiB).cpu["limit (all processes)"]
-                                for _ in range(config.repeats))
+    # A failed measurement leaves it unknown (None), and the report then shows no ceiling.
+    startups = [run.cpu["limit (all processes)"] for run in
+                (attempt(pipeline.limit, 64 * KiB, 2, 2, 48 * KiB) for _ in range(config.repeats)) if not run.error]
+    startup = statistics.median(startups) if startups else None
     for size, count in config.sizes.items():
         log.info("size sweep: %s x %d, %d repetitions", size_label(size), count, config.repeats)
         entry: dict[str, Any] = {"size": size, "count": count, "groups": 2, "pipeline": [], "limit": [],
