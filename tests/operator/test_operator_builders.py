@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -34,7 +35,7 @@ def test_producer_job() -> None:
     assert container(job)["command"] == ["claimcheck"]
     assert container(job)["args"] == [
         "producer", "--job", "ns.demo", "--count", "100", "--size", "1MB", "--recipients", "billing,audit",
-        "--no-verify", "--parallelism", "3", "--rate", "20"]
+        "--no-verify", "--parallelism", "3", "--rate", "20", "--http-port", "9102"]
     assert container(job)["image"] == "img:1"
     assert container(job)["envFrom"] == [{"secretRef": {"name": "app-env"}}]
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
@@ -46,7 +47,8 @@ def test_consumer_job_parallelism_is_replicas() -> None:
     job = build_consumer_job(OWNER, run, run.recipients[0], CONFIG)
     assert job["metadata"]["name"] == "demo-consumer-billing"
     assert (job["spec"]["parallelism"], job["spec"]["completions"]) == (2, 2)
-    assert container(job)["args"] == ["consumer", "--recipient", "billing", "--job", "ns.demo", "--expect", "100"]
+    assert container(job)["args"] == ["consumer", "--recipient", "billing", "--job", "ns.demo", "--expect", "100",
+                                      "--http-port", "9102"]
     labels = job["metadata"]["labels"]
     assert labels == job["spec"]["template"]["metadata"]["labels"]
     assert labels["claimcheck.io/job"] == "demo"
@@ -69,9 +71,44 @@ def test_consumers_are_created_before_the_producer() -> None:
 
 
 def test_no_rate_flag_when_unlimited() -> None:
-    spec = {**SPEC, "producer": {**SPEC["producer"], "ratePerSecond": 0, "verify": True}}
+    spec = {**SPEC, "producer": {**SPEC["producer"], "ratePerSecond": 0}}
     args = container(build_producer_job(OWNER, parse_spec(spec), CONFIG))["args"]
-    assert "--rate" not in args and "--verify" in args
+    assert "--rate" not in args
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_producer_publishes_once_and_never_waits_with_the_cli_timeout(verify: bool) -> None:
+    """A retried producer pod would publish the whole run again under the same job id, and
+    --verify would give up after the CLI's 300 s: no retries, no --verify, whatever the spec says."""
+    spec = {**SPEC, "producer": {**SPEC["producer"], "verify": verify}}
+    job = build_producer_job(OWNER, parse_spec(spec), CONFIG)
+    assert job["spec"]["backoffLimit"] == 0
+    assert "--no-verify" in container(job)["args"] and "--verify" not in container(job)["args"]
+    assert "--timeout" not in container(job)["args"]
+
+
+def test_consumers_may_retry() -> None:
+    run = parse_spec(SPEC)
+    assert build_consumer_job(OWNER, run, run.recipients[0], CONFIG)["spec"]["backoffLimit"] == 3
+
+
+def test_every_job_pod_serves_metrics_prometheus_finds() -> None:
+    """The chart's Prometheus keeps pods annotated prometheus.io/scrape=true and scrapes
+    prometheus.io/port; the CLI serves /metrics on --http-port."""
+    for job in build_all(OWNER, parse_spec(SPEC), CONFIG):
+        annotations = job["spec"]["template"]["metadata"]["annotations"]
+        assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": "9102",
+                               "prometheus.io/path": "/metrics"}
+        args = container(job)["args"]
+        assert args[args.index("--http-port") + 1] == annotations["prometheus.io/port"]
+        assert container(job)["ports"] == [{"name": "metrics", "containerPort": 9102, "protocol": "TCP"}]
+
+
+def test_metrics_annotations_match_the_charts_scrape_config() -> None:
+    monitoring = (Path(__file__).resolve().parents[2] / "charts" / "claimcheck" / "templates" / "monitoring.yaml").read_text()
+    assert "__meta_kubernetes_pod_annotation_prometheus_io_scrape" in monitoring
+    assert "__meta_kubernetes_pod_annotation_prometheus_io_port" in monitoring
+    assert "__meta_kubernetes_pod_annotation_prometheus_io_path" in monitoring
 
 
 def test_built_jobs_are_valid_batch_v1_jobs_after_adoption() -> None:

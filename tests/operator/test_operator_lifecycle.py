@@ -57,10 +57,16 @@ def test_create_makes_owned_jobs(cluster: FakeCluster, coordinator: CoordinatorS
         assert container["envFrom"] == [{"secretRef": {"name": "claimcheck-app-env"}}]
     assert billing["spec"]["parallelism"] == billing["spec"]["completions"] == 2
     assert billing["spec"]["template"]["spec"]["containers"][0]["args"] == [
-        "consumer", "--recipient", "billing", "--job", JOB_ID, "--expect", "5"]
+        "consumer", "--recipient", "billing", "--job", JOB_ID, "--expect", "5", "--http-port", "9102"]
+    # The spec says verify: true, yet the producer publishes once and does not wait: a retried
+    # pod would re-publish the run, and the operator, not the CLI's timeout, judges completion.
     assert producer["spec"]["template"]["spec"]["containers"][0]["args"] == [
         "producer", "--job", JOB_ID, "--count", "5", "--size", "64KB", "--recipients", "billing,audit",
-        "--verify", "--parallelism", "2"]
+        "--no-verify", "--parallelism", "2", "--http-port", "9102"]
+    assert producer["spec"]["backoffLimit"] == 0
+    assert billing["spec"]["backoffLimit"] == 3
+    for job in (billing, producer):
+        assert job["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
     assert status["jobId"] == JOB_ID
     assert status["applied"]["recipients"] == ["billing", "audit"]
     assert status["phase"] == "Pending"  # no pod started, nothing published
@@ -141,6 +147,34 @@ def test_failed_job_fails_the_run(
     assert failed["completionTime"]
     warnings = [e for e in cluster.events(NAMESPACE) if e["type"] == "Warning"]
     assert {"JobFailed", "PhaseFailed"} <= {e["reason"] for e in warnings}
+
+
+def test_failed_producer_pod_fails_the_run_without_a_second_publisher(
+    cluster: FakeCluster, coordinator: CoordinatorStandIn, start_operator: OperatorFactory
+) -> None:
+    """backoffLimit 0: the Job controller gives up after the first failed producer pod, and the
+    operator reports the run Failed instead of creating another producer that would publish
+    the run again under the same job id."""
+    with start_operator():
+        start_running(cluster)
+        wait_for("Running", phase_is(cluster, "Running"))
+        producer = cluster.job(NAMESPACE, "run1-producer")
+        assert producer and producer["spec"]["backoffLimit"] == 0
+        coordinator.set(JOB_ID, published=2, acked={"billing": 1, "audit": 0}, deleted=0)
+        cluster.set_job_status(NAMESPACE, "run1-producer", {
+            "failed": 1, "active": 0,
+            "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                            "message": "Job has reached the specified backoff limit"}]})
+        failed = wait_for("Failed", phase_is(cluster, "Failed"))
+        assert "run1-producer" in condition(failed, "Failed")["message"]
+        # The Failed phase is final: the operator stops there and replaces nothing.
+        assert wait_for("Failed kept", phase_is(cluster, "Failed"))["phase"] == "Failed"
+
+    # Still the one producer Job it created first (a re-run creation handler may only get 409s).
+    producers = [j for j in cluster.jobs(NAMESPACE) if j["metadata"]["name"] == "run1-producer"]
+    assert set(cluster.job_creations()) == set(JOB_NAMES)
+    assert [j["metadata"]["uid"] for j in producers] == [producer["metadata"]["uid"]]
+    assert producers[0]["spec"]["template"]["spec"]["containers"][0]["args"].count("--no-verify") == 1
 
 
 def test_no_progress_fails_with_the_lagging_recipient(
@@ -280,7 +314,7 @@ def test_spec_change_is_not_acted_on_and_is_reported(
     assert condition(status, "SpecApplied")["reason"] == "SpecChangedAfterStart"
     assert done["applied"]["count"] == 5
     args = cluster.job(NAMESPACE, "run1-consumer-billing")["spec"]["template"]["spec"]["containers"][0]["args"]  # type: ignore[index]
-    assert args[-2:] == ["--expect", "5"]
+    assert args[args.index("--expect") + 1] == "5"
     assert sorted(j["metadata"]["name"] for j in cluster.jobs(NAMESPACE)) == sorted(JOB_NAMES)
     warnings = {e["reason"] for e in cluster.events(NAMESPACE) if e["type"] == "Warning"}
     assert "SpecChangedAfterStart" in warnings

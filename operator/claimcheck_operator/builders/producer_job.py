@@ -1,4 +1,10 @@
-"""The producer Job: generates, uploads and publishes ``count`` pointers once."""
+"""The producer Job: generates, uploads and publishes ``count`` pointers once.
+
+Once means: ``backoffLimit: 0`` (a retried pod would publish the whole run again under the
+same job id) and ``--no-verify`` (the operator judges completion from the coordinator's
+ledger, so the pod does not wait for deletion with the CLI's own timeout). ``spec.producer.verify``
+is accepted for compatibility and does not change the Job.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,10 @@ from typing import Any
 
 from claimcheck_operator import naming
 from claimcheck_operator.builders.common import Owner, job_manifest
+
+# A failed producer pod is not retried: a new pod would start the run over and publish
+# duplicates under the same job id. The run is then Failed, with the pod's reason.
+PRODUCER_BACKOFF_LIMIT = 0
 from claimcheck_operator.config import OperatorConfig
 from claimcheck_operator.spec import RunSpec
 
@@ -19,7 +29,7 @@ def producer_args(owner: Owner, spec: RunSpec) -> list[str]:
         "--count", str(producer.count),
         "--size", producer.message_size,
         "--recipients", ",".join(spec.recipient_names),
-        "--verify" if producer.verify else "--no-verify",
+        "--no-verify",
         "--parallelism", str(producer.parallelism),
     ]
     if producer.rate_per_second > 0:
@@ -39,4 +49,5 @@ def build_producer_job(owner: Owner, spec: RunSpec, config: OperatorConfig) -> d
         parallelism=1,
         spec=spec,
         config=config,
+        backoff_limit=PRODUCER_BACKOFF_LIMIT,
     )
