@@ -118,20 +118,23 @@ def _images(docs: list[dict]) -> dict[str, str]:
 
 def test_default_images_are_official_upstream() -> None:
     images = set(_images(render(INFRA)).values())
-    repos = {i.rsplit(":", 1)[0] for i in images}
-    assert repos == {"rabbitmq", "haproxy", "minio/minio", "minio/mc", "postgres"}
+    repos = {i.split("@", 1)[0].rsplit(":", 1)[0] for i in images}
+    assert repos == {"rabbitmq", "haproxy", "quay.io/minio/minio", "quay.io/minio/mc", "postgres"}
     assert not any("bitnami" in i for i in images)
     assert all(":" in i and not i.endswith(":latest") for i in images)
 
 
 def test_image_overrides_take_effect() -> None:
     images = _images(render(INFRA, INFRA / "ci" / "02-images-values.yaml"))
-    assert images["StatefulSet/rmq/rabbitmq"] == "mirror.example.com/library/rabbitmq:4.1-management"
-    assert images["StatefulSet/rmq/setup"] == "mirror.example.com/library/rabbitmq:4.1-management"
-    assert images["Deployment/claimcheck-infra-haproxy/haproxy"] == "mirror.example.com/library/haproxy:3.0"
+    rabbitmq = ("mirror.example.com/library/rabbitmq:4.3.4-management"
+                "@sha256:4e628d3cbc61ef45c5918e19bb9844874410d96d4ced897ced7d072d63ad555c")
+    assert images["StatefulSet/rmq/rabbitmq"] == images["StatefulSet/rmq/setup"] == rabbitmq
+    assert images["Deployment/claimcheck-infra-haproxy/haproxy"] == "mirror.example.com/library/haproxy:3.4"
     assert images["StatefulSet/claimcheck-infra-minio/minio"] == (
-        "mirror.example.com/minio/minio@sha256:" + "0" * 64)
-    assert images["Job/claimcheck-infra-minio-bucket/mc"] == "mirror.example.com/minio/mc:RELEASE.2025-08-13T08-35-41Z"
+        "mirror.example.com/minio/minio:RELEASE.2025-09-07T16-13-09Z@sha256:" + "0" * 64)
+    assert images["Job/claimcheck-infra-minio-bucket/mc"] == (
+        "mirror.example.com/minio/mc:RELEASE.2025-08-13T08-35-41Z"
+        "@sha256:a7fe349ef4bd8521fb8497f55c6042871b2ae640607cf99d9bede5e9bdf11727")
     assert images["StatefulSet/claimcheck-infra-postgresql/postgresql"] == "mirror.example.com/library/postgres:16.4"
     for where, spec in pod_specs(render(INFRA, INFRA / "ci" / "02-images-values.yaml")):
         assert spec["imagePullSecrets"] == [{"name": "mirror-pull"}], where

