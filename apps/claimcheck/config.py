@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://claimcheck:claimcheck@127.0.0.1:35432/claimcheck"
     coordinator_url: str = "http://127.0.0.1:38080"
     http_port: int = 38080
+    # Where components bind their HTTP endpoint (health, readiness, metrics, the coordinator's API).
+    http_host: str = "0.0.0.0"
     log_level: str = "INFO"
     # Seconds a publisher waits for a broker confirm before retrying on a fresh channel.
     confirm_timeout: float = 15.0

@@ -6,6 +6,9 @@ threads, each with a publishing connection of its own, so heartbeats keep flowin
 are awaited in parallel. Only after the business ACK is confirmed by the broker is the
 pointer's delivery acknowledged: a crash at any point makes the broker redeliver the pointer,
 and the ledger absorbs the duplicate ACK.
+
+Nothing a publisher sends can stop a replica: a pointer that cannot be judged, for whatever
+reason, is dead-lettered alone (``internal: <error>``) and consuming goes on.
 """
 
 import importlib
@@ -17,18 +20,18 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from claimcheck import metrics, store, topology
-from claimcheck.broker import BrokerSession
+from claimcheck.broker import RETRYABLE, BrokerRefused, BrokerSession
 from claimcheck.config import Settings
 from claimcheck.consuming import ConsumerLoop, Delivery, DependencyDown
 from claimcheck.deadletter import dead_letter
 from claimcheck.httpapi import routes_for, serve
-from claimcheck.progress import fetch_progress
-from claimcheck.protocol import Ack, InvalidMessage, Pointer, now
+from claimcheck.progress import fetch_object, fetch_progress
+from claimcheck.protocol import Ack, InvalidMessage, Pointer, brief, now
 from claimcheck.signing import decode_signed
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,11 @@ def load_hook(spec: str) -> Hook:
 
 class AckNotPublished(Exception):
     """The payload was verified and processed, but its business ACK could not be published."""
+
+
+class AlreadySettled(Exception):
+    """The object is gone because the ledger is done with it: this recipient's ACK was counted
+    before (a redelivered pointer), or the run was cancelled. Nothing is left to do."""
 
 
 @dataclass
@@ -121,15 +129,17 @@ class RecipientConsumer:
     def _on_pointer(self, delivery: Delivery) -> None:
         metrics.RECEIVED.labels(self._recipient).inc()
         try:
-            pointer = decode_signed(self._keyring, delivery.body, delivery.properties.headers, Pointer)
+            pointer = decode_signed(self._keyring, delivery.body, delivery.properties.headers, Pointer,
+                                    bucket=self._settings.s3_bucket)
         except InvalidMessage as exc:
             self._reject(delivery, exc.category, exc.reason)
             return
+        except Exception as exc:  # noqa: BLE001 - whatever a message does, it is set aside alone
+            log.exception("judging a pointer failed")
+            self._reject(delivery, "internal", brief(repr(exc), 300))
+            return
         if self._recipient not in pointer.recipients:
             self._reject(delivery, "foreign_recipient", f"pointer does not name recipient {self._recipient!r}")
-            return
-        if pointer.bucket != self._settings.s3_bucket:
-            self._reject(delivery, "foreign_bucket", f"pointer names bucket {pointer.bucket!r}, not ours")
             return
         future = self._workers.submit(self._verify_and_process, pointer)
         future.add_done_callback(lambda done: self._loop.call_threadsafe(lambda: self._finish(delivery, pointer, done)))
@@ -137,7 +147,11 @@ class RecipientConsumer:
     def _verify_and_process(self, pointer: Pointer) -> None:
         """On a worker: download and verify, run the hook, then publish the business ACK."""
         started = time.monotonic()
-        with store.download_verified(self._s3, pointer) as payload:
+        try:
+            payload = store.download_verified(self._s3, pointer)
+        except store.ObjectMissing as missing:
+            self._explain_missing(pointer, missing)
+        with payload:
             metrics.DOWNLOAD_SECONDS.labels(self._recipient).observe(time.monotonic() - started)
             metrics.VERIFIED.labels(self._recipient).inc()
             with metrics.PROCESSING_SECONDS.labels(self._recipient).time():
@@ -146,6 +160,23 @@ class RecipientConsumer:
             self._publish_ack(pointer)
         except Exception as exc:  # noqa: BLE001 - the publisher already retried; the pointer goes back
             raise AckNotPublished(f"business ACK for object {pointer.object_id} not confirmed: {exc}") from exc
+
+    def _explain_missing(self, pointer: Pointer, missing: store.ObjectMissing) -> NoReturn:
+        """Raise :class:`AlreadySettled` if the ledger is done with the object, else ``missing`` again.
+
+        Asks the coordinator: a pointer redelivered after this group's ACK was counted and the
+        object deleted (a replica died between the ACK's confirm and the pointer's ack) must not
+        end as a dead letter. If the coordinator cannot be asked, the pointer is dead-lettered
+        as missing (harmless: the object is gone either way), saying so.
+        """
+        status = fetch_object(self._settings.coordinator_url, pointer.object_id)
+        if status is None:
+            raise store.ObjectMissing(f"{missing} (the coordinator could not be asked whether it was settled)")
+        if status.get("state") == "deleted" and (self._recipient in status.get("confirmed_by", [])
+                                                  or status.get("cancelled")):
+            why = "its run was cancelled" if status.get("cancelled") else f"{self._recipient} confirmed it before"
+            raise AlreadySettled(f"object {pointer.object_id} was deleted: {why}")
+        raise missing
 
     def _worker_publisher(self) -> BrokerSession:
         publisher = getattr(self._worker_publishers, "session", None)
@@ -175,8 +206,24 @@ class RecipientConsumer:
 
     def _finish(self, delivery: Delivery, pointer: Pointer, done: "Future[None]") -> None:
         """On the connection thread: settle the pointer according to what its worker did."""
-        error = done.exception()
-        if isinstance(error, AckNotPublished):
+        try:
+            self._settle(delivery, pointer, done.exception())
+        except DependencyDown:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a pointer that cannot be settled is set aside alone
+            if not isinstance(exc, (*RETRYABLE, BrokerRefused)):
+                log.exception("settling object %s failed", pointer.object_id)
+                self._reject(delivery, "internal", brief(repr(exc), 300))
+            else:
+                raise
+
+    def _settle(self, delivery: Delivery, pointer: Pointer, error: BaseException | None) -> None:
+        if isinstance(error, AlreadySettled):
+            log.info("%s; settling the redelivered pointer", error,
+                     extra={"object_id": pointer.object_id, "job": pointer.job, "recipient": self._recipient})
+            metrics.CONSUMED.labels(self._recipient, "already_settled").inc()
+            delivery.ack()
+        elif isinstance(error, AckNotPublished):
             log.warning("%s; returning the pointer to the queue", error,
                         extra={"object_id": pointer.object_id, "job": pointer.job, "recipient": self._recipient})
             metrics.CONSUMED.labels(self._recipient, "retried").inc()

@@ -1,21 +1,27 @@
 """Count and delete steps: the coordinator, the only writer of the ledger.
 
-It consumes two queues: its copy of every pointer (to learn each object's recipient set) and
-the business ACKs. Each message is applied to the ledger in one transaction and acknowledged to
-the broker only after that commit. Objects the ledger marks due are deleted by a separate
-deleter thread holding a lease, so a crash between the decision and the S3 delete is repaired
-by whichever coordinator picks the expired lease up. Several replicas may run at once.
+It consumes two queues: its copy of every pointer (to learn each object's recipient set), with
+the producers' intents and the sweeper's barriers, and the business ACKs. Each read from the
+broker is applied to the ledger in one transaction and acknowledged only after that commit.
+Objects the ledger marks due are deleted by a separate deleter thread holding a lease, so a
+crash between the decision and the S3 delete is repaired by whichever coordinator picks the
+expired lease up. Several replicas may run at once.
+
+Nothing a publisher sends can stop it: a message that cannot be judged, for whatever reason,
+is dead-lettered alone (``internal: <error>``) and consuming goes on.
 """
 
 import logging
 import os
+import queue
 import re
 import socket
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
-from typing import Any
 
 import psycopg2
 from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
@@ -26,27 +32,33 @@ from claimcheck.config import Settings
 from claimcheck.consuming import ConsumerLoop, Delivery, DependencyDown
 from claimcheck.deadletter import dead_letter
 from claimcheck.httpapi import Response, Route, routes_for, serve
-from claimcheck.ledger import Applied, DeleteTask, Ledger, Outcome
-from claimcheck.protocol import Ack, InvalidMessage, Pointer
+from claimcheck.ledger import Applied, DeleteTask, Ledger, Message, Outcome
+from claimcheck.protocol import POINTER_QUEUE_KINDS, Ack, Barrier, InvalidMessage, brief
 from claimcheck.schema import migrate
 from claimcheck.signing import decode_signed
-from claimcheck.sweeper import sweep
+from claimcheck.sweeper import PointerQueueBarrier, sweep
 
 log = logging.getLogger(__name__)
 
 DB_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
 REJECTED = {Outcome.FOREIGN: "foreign_recipient", Outcome.MISMATCH: "mismatch"}
+# Ledger connections the HTTP endpoint may hold at once, whatever the number of requests: the
+# consuming path and the deleter have connections of their own that requests cannot take.
+HTTP_LEDGER_CONNECTIONS = 4
 
 
 class Coordinator:
     """One coordinator replica: consumer loop, deleter thread and HTTP endpoint."""
 
-    def __init__(self, settings: Settings, prefetch: int = 1000, lease_seconds: float = 30.0) -> None:
+    def __init__(self, settings: Settings, prefetch: int = 1000, lease_seconds: float | None = None) -> None:
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._settings = settings
-        self._lease_seconds = lease_seconds
+        self._s3 = store.client(settings)
+        # A lease outlives the longest an S3 delete can take with every retry, so it never
+        # expires while its owner is still deleting.
+        self._lease_seconds = lease_seconds or store.request_budget_seconds(self._s3) + 30.0
         self._keyring = settings.keyring()
-        self._ledger = Ledger(settings.database_url)
+        self._ledger = Ledger(settings.database_url, "claimcheck-coordinator")
         self._publisher = BrokerSession(settings.amqp_url, topology.declare, settings.confirm_timeout)
         self._loop = ConsumerLoop(
             settings.amqp_url,
@@ -58,9 +70,11 @@ class Coordinator:
             after_read=self._flush,
         )
         self._prefetch = prefetch
-        self._batch: list[tuple[Delivery, Pointer | Ack]] = []
+        self._batch: list[tuple[Delivery, Message]] = []
         self._due = threading.Event()
-        self._http_ledgers = threading.local()
+        self._http_ledgers = LedgerPool(settings.database_url, HTTP_LEDGER_CONNECTIONS, "claimcheck-coordinator-http")
+        self._deleter: threading.Thread | None = None
+        self._deleter_problem: str | None = None
         metrics.coordinator_metrics()
 
     def run(self, stop: threading.Event, http_port: int | None = None) -> None:
@@ -68,29 +82,35 @@ class Coordinator:
         migrate(self._settings.database_url)
         if http_port is not None:
             metrics.register_ledger_collector(self._settings.database_url)
-        server = serve(http_port, self._routes()) if http_port is not None else None
-        deleter = threading.Thread(target=self._delete_loop, args=(stop,), name="deleter", daemon=True)
-        deleter.start()
+        server = serve(http_port, self._routes(), self._settings.http_host) if http_port is not None else None
+        self._deleter = threading.Thread(target=self._delete_loop, args=(stop,), name="deleter", daemon=True)
+        self._deleter.start()
         threading.Thread(target=self._sweep_loop, args=(stop,), name="sweeper", daemon=True).start()
         log.info("coordinator %s started", self.owner)
         try:
             self._loop.run(stop)
         finally:
-            deleter.join(timeout=10)
+            self._deleter.join(timeout=10)
             if server is not None:
                 server.shutdown()
             self._publisher.close()
             self._ledger.close()
+            self._http_ledgers.close()
 
     # -- count -----------------------------------------------------------------------------
 
     def _handle(self, delivery: Delivery) -> None:
         """Decode and verify now; apply with the rest of this read from the broker (see _flush)."""
-        kind: type[Pointer] | type[Ack] = Pointer if delivery.queue == topology.COORDINATOR_POINTER_QUEUE else Ack
+        kinds = POINTER_QUEUE_KINDS if delivery.queue == topology.COORDINATOR_POINTER_QUEUE else (Ack,)
         try:
-            message = decode_signed(self._keyring, delivery.body, delivery.properties.headers, kind)
+            message: Message = decode_signed(self._keyring, delivery.body, delivery.properties.headers, *kinds,
+                                             bucket=self._settings.s3_bucket)  # type: ignore[assignment]
         except InvalidMessage as exc:
             self._reject(delivery, exc.category, exc.reason)
+            return
+        except Exception as exc:  # noqa: BLE001 - whatever a message does, it is set aside alone
+            log.exception("judging a message from %s failed", delivery.queue)
+            self._reject(delivery, "internal", brief(repr(exc), 300))
             return
         self._batch.append((delivery, message))
         if len(self._batch) >= self._prefetch:
@@ -106,9 +126,11 @@ class Coordinator:
         batch, self._batch = [(d, m) for d, m in self._batch if d.channel.is_open], []
         if not batch:
             return
-        results = self._apply([message for _, message in batch])
         counted: list[Delivery] = []
-        for (delivery, message), applied in zip(batch, results, strict=True):
+        for (delivery, message), applied in zip(batch, self._apply_each_alone_if_needed(batch), strict=True):
+            if isinstance(applied, Exception):
+                self._reject(delivery, "internal", brief(repr(applied), 300))
+                continue
             metrics.LEDGER_MESSAGES.labels(message.type, applied.outcome.value).inc()
             if isinstance(message, Ack):
                 metrics.count_ack(message.recipient, applied.outcome.value)
@@ -116,16 +138,36 @@ class Coordinator:
                 self._reject(delivery, REJECTED[applied.outcome], applied.detail)
                 continue
             counted.append(delivery)
-            if applied.delete_decided:
-                log.debug("object %s of job %s confirmed by every recipient; deleting", message.object_id, message.job,
-                         extra={"object_id": message.object_id, "job": message.job})
+            if applied.delete_decided and not isinstance(message, Barrier):
+                log.debug("object %s of job %s is due for deletion (%s)", message.object_id, message.job,
+                          applied.outcome.value, extra={"object_id": message.object_id, "job": message.job})
                 self._due.set()
         # Every delivery up to the last one is now settled (rejects were acked one by one above),
         # so one multiple-ack per channel settles the rest.
         if counted:
             counted[-1].ack_through()
 
-    def _apply(self, messages: list[Pointer | Ack]) -> list[Applied]:
+    def _apply_each_alone_if_needed(self, batch: list[tuple[Delivery, Message]]) -> list[Applied | Exception]:
+        """The batch in one transaction; if that fails for any reason but the ledger being down,
+        each message in a transaction of its own, so that one poison message fails alone."""
+        messages = [message for _, message in batch]
+        try:
+            return list(self._apply(messages))
+        except DependencyDown:
+            raise
+        except Exception:  # noqa: BLE001 - found below, message by message
+            log.exception("applying a batch of %d messages failed; applying them one by one", len(messages))
+        outcomes: list[Applied | Exception] = []
+        for message in messages:
+            try:
+                outcomes.extend(self._apply([message]))
+            except DependencyDown:
+                raise
+            except Exception as exc:  # noqa: BLE001 - this message is the poison: dead-lettered alone
+                outcomes.append(exc)
+        return outcomes
+
+    def _apply(self, messages: list[Message]) -> list[Applied]:
         """Apply with short retries; a longer outage pauses consuming (see DependencyDown)."""
         try:
             return self._apply_retrying(messages)
@@ -139,7 +181,7 @@ class Coordinator:
         before_sleep=before_sleep_log(log, logging.WARNING),
         reraise=True,
     )
-    def _apply_retrying(self, messages: list[Pointer | Ack]) -> list[Applied]:
+    def _apply_retrying(self, messages: list[Message]) -> list[Applied]:
         try:
             return self._ledger.apply(messages)
         except DB_ERRORS:
@@ -161,28 +203,40 @@ class Coordinator:
     # -- delete ----------------------------------------------------------------------------
 
     def _delete_loop(self, stop: threading.Event) -> None:
-        ledger = Ledger(self._settings.database_url)
-        s3 = store.client(self._settings)
+        """Delete what the ledger made due, until ``stop``; never dies of an error.
+
+        Any failure (ledger, S3, anything else) is logged, counted and retried with a growing
+        pause, and makes /readyz report why deletions cannot proceed until a pass succeeds.
+        """
+        ledger = Ledger(self._settings.database_url, "claimcheck-coordinator-deleter")
+        failures = 0
         while not stop.is_set():
             try:
                 tasks = ledger.claim_deletions(self.owner, self._lease_seconds, limit=store.MAX_KEYS_PER_DELETE)
-                for bucket in sorted({task.bucket for task in tasks}):
-                    self._delete_batch(ledger, s3, bucket, [task for task in tasks if task.bucket == bucket])
-            except DB_ERRORS as exc:
-                # Also from mark_deleted/release_deletion: a lease this pass could not record
-                # expires and the (idempotent) S3 delete is retried then.
-                log.warning("ledger unavailable for deletions: %s", exc)
+                refused = sum(self._delete_batch(ledger, bucket, [task for task in tasks if task.bucket == bucket])
+                              for bucket in sorted({task.bucket for task in tasks}))
+            except Exception as exc:  # noqa: BLE001 - a lease this pass could not record expires; retried then
+                failures += 1
+                self._deleter_problem = f"deletions failing: {brief(str(exc) or repr(exc), 300)}"
+                metrics.DELETER_ERRORS.inc()
+                log.warning("deleter pass failed (%d in a row), will retry: %s", failures, exc)
                 ledger.close()
-                stop.wait(1.0)
+                stop.wait(min(0.5 * 2 ** min(failures, 6), 30.0))
                 continue
+            failures = 0
+            if tasks and refused == len(tasks):
+                self._deleter_problem = "S3 refused every delete of the last pass; retrying"
+            else:
+                self._deleter_problem = None
             if not tasks:
                 self._due.wait(1.0)
                 self._due.clear()
         ledger.close()
 
-    def _delete_batch(self, ledger: Ledger, s3: Any, bucket: str, tasks: list[DeleteTask]) -> None:
+    def _delete_batch(self, ledger: Ledger, bucket: str, tasks: list[DeleteTask]) -> int:
+        """Delete one bucket's tasks in one request; return how many S3 refused."""
         try:
-            refused = store.delete_many(s3, bucket, [task.key for task in tasks])
+            refused = store.delete_many(self._s3, bucket, [task.key for task in tasks])
         except Exception as exc:  # noqa: BLE001 - any S3 failure is retried later
             refused = {task.key: str(exc) for task in tasks}
         for task in tasks:
@@ -197,13 +251,14 @@ class Coordinator:
             if task.published_at is not None:
                 metrics.PUBLISH_TO_DELETE_SECONDS.observe(max((finished - task.published_at).total_seconds(), 0.0))
             log.info("deleted s3://%s/%s", bucket, task.key, extra={"object_id": task.object_id})
+        return len(refused)
 
     def _sweep_loop(self, stop: threading.Event) -> None:
-        ledger = Ledger(self._settings.database_url)
-        s3 = store.client(self._settings)
+        ledger = Ledger(self._settings.database_url, "claimcheck-coordinator-sweeper")
+        barrier = PointerQueueBarrier(self._settings, ledger, stop)
         while not stop.wait(self._settings.sweep_interval_seconds):
             try:
-                sweep(s3, ledger, self._settings.s3_bucket, self._settings.sweep_grace_seconds)
+                sweep(self._s3, ledger, self._settings.s3_bucket, self._settings.sweep_grace_seconds, barrier)
             except Exception as exc:  # noqa: BLE001 - the next pass retries
                 log.warning("orphan sweep failed, will retry: %s", exc)
                 ledger.close()
@@ -211,29 +266,73 @@ class Coordinator:
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    def _http_ledger(self) -> Ledger:
-        ledger = getattr(self._http_ledgers, "ledger", None)
-        if ledger is None:
-            ledger = self._http_ledgers.ledger = Ledger(self._settings.database_url)
-        return ledger
-
     def _routes(self) -> list[Route]:
         def readiness() -> str | None:
             try:
-                self._http_ledger().ping()
-            except DB_ERRORS as exc:
-                self._http_ledger().close()
+                with self._http_ledgers.lend() as ledger:
+                    ledger.ping()
+            except (*DB_ERRORS, LedgerBusy) as exc:
                 return f"ledger unreachable: {exc}".strip()
+            if self._deleter is not None and not self._deleter.is_alive():
+                return "the deleter thread stopped"
+            if self._deleter_problem is not None:
+                return self._deleter_problem
             return None if self._loop.connected.is_set() else "not consuming from the broker"
 
         def job(match: re.Match[str]) -> Response:
-            return 200, asdict(self._http_ledger().job_progress(match["job"]))
+            with self._http_ledgers.lend() as ledger:
+                return 200, asdict(ledger.job_progress(match["job"]))
 
         def cancel(match: re.Match[str]) -> Response:
-            cancelled = self._http_ledger().cancel_job(match["job"])
+            with self._http_ledgers.lend() as ledger:
+                cancelled = ledger.cancel_job(match["job"])
             log.warning("job %s cancelled: %d pending objects will be deleted", match["job"], cancelled)
             self._due.set()
             return 200, {"job": match["job"], "cancelled": cancelled}
 
-        job_path = re.compile(r"^/jobs/(?P<job>[A-Za-z0-9._-]+)$")
-        return routes_for(readiness, [("GET", job_path, job), ("DELETE", job_path, cancel)])
+        def object_status(match: re.Match[str]) -> Response:
+            with self._http_ledgers.lend() as ledger:
+                status = ledger.object_status(match["object_id"])
+            return (404, {"error": "unknown object"}) if status is None else (200, asdict(status))
+
+        job_path = re.compile(r"^/jobs/(?P<job>[A-Za-z0-9][A-Za-z0-9._-]{0,127})$")
+        object_path = re.compile(r"^/objects/(?P<object_id>[0-9a-f]{32})$")
+        return routes_for(readiness, [("GET", job_path, job), ("DELETE", job_path, cancel),
+                                      ("GET", object_path, object_status)])
+
+
+class LedgerBusy(Exception):
+    """Every ledger connection the HTTP endpoint may use is in use: the request gets a 503."""
+
+
+class LedgerPool:
+    """At most ``size`` ledger connections, lent to one request at a time each."""
+
+    def __init__(self, dsn: str, size: int, application_name: str, wait: float = 2.0) -> None:
+        self._idle: queue.Queue[Ledger] = queue.Queue()
+        for _ in range(size):
+            self._idle.put(Ledger(dsn, application_name))
+        self._wait = wait
+
+    @contextmanager
+    def lend(self) -> Iterator[Ledger]:
+        """A ledger for the duration of one request; a broken connection is closed, not lent again."""
+        try:
+            ledger = self._idle.get(timeout=self._wait)
+        except queue.Empty:
+            raise LedgerBusy("all ledger connections of the HTTP endpoint are busy") from None
+        try:
+            yield ledger
+        except DB_ERRORS:
+            ledger.close()
+            raise
+        finally:
+            self._idle.put(ledger)
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return

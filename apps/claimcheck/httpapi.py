@@ -1,4 +1,9 @@
-"""A component's small HTTP endpoint: health, readiness, JSON routes and Prometheus metrics."""
+"""A component's small HTTP endpoint: health, readiness, JSON routes and Prometheus metrics.
+
+Bounded against a flood: each connection gets a socket timeout, and at most
+``MAX_CONCURRENT_REQUESTS`` are served at once; a connection beyond that is answered 503 at
+once instead of getting a thread of its own.
+"""
 
 import json
 import logging
@@ -11,6 +16,12 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 log = logging.getLogger(__name__)
+
+MAX_CONCURRENT_REQUESTS = 16
+SOCKET_TIMEOUT_SECONDS = 10.0
+_BUSY_BODY = b'{"error": "busy"}'
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+         b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
 
 Response = tuple[int, dict[str, Any]]
 Route = tuple[str, re.Pattern[str], Callable[[re.Match[str]], Response]]  # (method, path pattern, handler)
@@ -35,6 +46,8 @@ def serve(port: int, routes: list[Route], host: str = "0.0.0.0") -> ThreadingHTT
     """Start serving ``routes`` (and /metrics) on a daemon thread; return the server."""
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = SOCKET_TIMEOUT_SECONDS  # a client that stops sending or reading loses its connection
+
         def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
             if self.path.split("?", 1)[0] == "/metrics":
                 self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
@@ -68,7 +81,33 @@ def serve(port: int, routes: list[Route], host: str = "0.0.0.0") -> ThreadingHTT
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
             log.debug("http: " + format, *args)
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = _BoundedServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A threading server with at most ``MAX_CONCURRENT_REQUESTS`` connections in service."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONCURRENT_REQUESTS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()

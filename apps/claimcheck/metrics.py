@@ -29,8 +29,8 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 # verdicts). Pre-created so that "no dead letters" is a 0, not a missing series.
 DEAD_LETTER_REASONS = {
     "consumer": ("invalid", "forged", "foreign_recipient", "foreign_bucket", "integrity", "missing_object",
-                 "processing_failed"),
-    "coordinator": ("invalid", "forged", "foreign_recipient", "mismatch"),
+                 "processing_failed", "internal"),
+    "coordinator": ("invalid", "forged", "foreign_recipient", "foreign_bucket", "mismatch", "internal"),
 }
 
 # -- producer ---------------------------------------------------------------------------------
@@ -60,7 +60,9 @@ CHECKSUM_FAILURES = Counter(
     ["recipient"],
 )
 CONSUMED = Counter(
-    "claimcheck_consumer_messages_total", "Pointers handled by a recipient, by result (acked, dead_lettered, retried)",
+    "claimcheck_consumer_messages_total",
+    "Pointers handled by a recipient, by result (acked, dead_lettered, retried, already_settled: redelivered after "
+    "its object was deleted with this recipient's ACK counted, or cancelled)",
     ["recipient", "result"],
 )
 DOWNLOAD_SECONDS = Histogram(
@@ -91,6 +93,13 @@ PUBLISH_TO_DELETE_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 SWEPT = Counter("claimcheck_coordinator_orphans_swept_total", "Unreferenced objects removed by the sweeper")
+SWEEPS_POSTPONED = Counter(
+    "claimcheck_coordinator_sweeps_postponed_total",
+    "Sweeper passes skipped because no coordinator applied the pass's barrier in time (a pointer-queue backlog)",
+)
+DELETER_ERRORS = Counter(
+    "claimcheck_coordinator_deleter_errors_total", "Deleter passes that failed (ledger or S3 unavailable, any error); retried"
+)
 DEAD_LETTERS = Counter(
     "claimcheck_dead_letters_total", "Messages dead-lettered, by component and reason", ["component", "reason"]
 )
@@ -108,7 +117,7 @@ def recipient_metrics(recipient: str) -> None:
     RECEIVED.labels(recipient)
     VERIFIED.labels(recipient)
     CHECKSUM_FAILURES.labels(recipient)
-    for result in ("acked", "dead_lettered", "retried"):
+    for result in ("acked", "dead_lettered", "retried", "already_settled"):
         CONSUMED.labels(recipient, result)
     for component in ("consumer",):
         for reason in DEAD_LETTER_REASONS[component]:
@@ -117,8 +126,8 @@ def recipient_metrics(recipient: str) -> None:
 
 def coordinator_metrics() -> None:
     """Create the coordinator's labelled series at zero."""
-    for kind in ("pointer", "ack"):
-        for outcome in ("recorded", "early", "duplicate", "foreign", "mismatch"):
+    for kind in ("pointer", "ack", "intent"):
+        for outcome in ("recorded", "early", "duplicate", "foreign", "mismatch", "cancelled"):
             LEDGER_MESSAGES.labels(kind, outcome)
     for reason in DEAD_LETTER_REASONS["coordinator"]:
         DEAD_LETTERS.labels("coordinator", reason)

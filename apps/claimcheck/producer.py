@@ -1,10 +1,14 @@
 """Produce, store and publish steps: generate payloads, gzip them into S3, publish pointers.
 
 Uploads run in a small thread pool; pointers are published from the calling thread (pika is
-not thread-safe) in completion order, each only after its object is fully stored.
+not thread-safe) in completion order, each only after its object is fully stored. Before an
+upload stores a byte, its intent is published to the coordinator (each upload thread has its
+own connection for that), so the orphan sweeper never mistakes an upload in progress for an
+orphan; a pointer is published only while that intent is fresh (half the sweep grace period).
 """
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -19,7 +23,7 @@ from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_afte
 from claimcheck import metrics, payload, store, topology
 from claimcheck.broker import BrokerSession, reconnecting
 from claimcheck.config import Settings
-from claimcheck.protocol import Pointer, make_pointer
+from claimcheck.protocol import Intent, Pointer, make_pointer, now, object_key
 from claimcheck.signing import Keyring
 
 log = logging.getLogger(__name__)
@@ -42,9 +46,53 @@ def new_job_id() -> str:
     return f"run-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
 
 
-def object_key(job: str, object_id: str) -> str:
-    """Where a payload lives in the bucket: grouped by job, so a job's leftovers are one prefix."""
-    return f"{job}/{object_id}.json.gz"
+class IntentExpired(Exception):
+    """An upload took so long that its object may already be swept: its pointer is not published."""
+
+
+class Announcer:
+    """Publishes intents from upload threads, one broker connection per thread.
+
+    Remembers when each intent was confirmed, so that a pointer is never published after the
+    sweeper may have taken its object for an orphan.
+    """
+
+    def __init__(self, settings: Settings, keyring: Keyring) -> None:
+        self._settings = settings
+        self._keyring = keyring
+        self._local = threading.local()
+        self._sessions: list[BrokerSession] = []
+        self._lock = threading.Lock()
+        self._confirmed_at: dict[str, float] = {}
+        self.fresh_for = settings.sweep_grace_seconds / 2
+
+    def __call__(self, intent: Intent) -> None:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = BrokerSession(self._settings.amqp_url, topology.declare,
+                                                          self._settings.confirm_timeout)
+            with self._lock:
+                self._sessions.append(session)
+        body = intent.encode()
+        session.publish(topology.POINTER_EXCHANGE, topology.COORDINATOR_ROUTING_KEY, body,
+                        message_id=f"intent-{intent.object_id}", headers=self._keyring.sign(body))
+        with self._lock:
+            self._confirmed_at[intent.object_id] = time.monotonic()
+
+    def check_fresh(self, pointer: Pointer) -> None:
+        """Raise :class:`IntentExpired` if ``pointer``'s intent is older than ``fresh_for`` seconds."""
+        with self._lock:
+            confirmed_at = self._confirmed_at.pop(pointer.object_id)
+        age = time.monotonic() - confirmed_at
+        if age > self.fresh_for:
+            raise IntentExpired(f"object {pointer.object_id} took {age:.0f} s from intent to pointer, more than half "
+                                f"the sweep grace period ({self.fresh_for * 2:.0f} s); its pointer is not published")
+
+    def close(self) -> None:
+        """Close every thread's connection."""
+        with self._lock:
+            for session in self._sessions:
+                session.close()
 
 
 _log_upload_retry = before_sleep_log(log, logging.WARNING)
@@ -62,15 +110,19 @@ def _before_upload_retry(state: Any) -> None:
     before_sleep=_before_upload_retry,
     reraise=True,
 )
-def store_payload(s3: Any, settings: Settings, job: str, seq: int, size: int, recipients: Sequence[str]) -> Pointer:
-    """Generate, gzip and upload one payload; return the pointer describing it.
+def store_payload(s3: Any, settings: Settings, job: str, seq: int, size: int, recipients: Sequence[str],
+                  announce: Callable[[Intent], None] | None = None) -> Pointer:
+    """Announce, generate, gzip and upload one payload; return the pointer describing it.
 
     An S3 outage is waited out with backoff; each attempt is a fresh object (a failed
     multipart upload is aborted by boto3), so no half-written object is ever pointed at.
+    Without ``announce`` the upload is not announced (tests of the sweeper's other defences).
     """
     started = time.monotonic()
     object_id = uuid.uuid4().hex
     key = object_key(job, object_id)
+    if announce is not None:
+        announce(Intent(object_id=object_id, job=job, bucket=settings.s3_bucket, key=key, created_at=now()))
     stream = payload.GzipHashingReader(payload.generate(size, job, object_id, seq))
     store.upload(s3, settings.s3_bucket, key, stream)
     metrics.UPLOAD_SECONDS.observe(time.monotonic() - started)
@@ -124,6 +176,7 @@ def produce(settings: Settings, request: RunRequest) -> Iterator[Pointer]:
         settings.amqp_url, lambda channel: topology.declare(channel, recipients), settings.confirm_timeout
     )
     keyring = settings.keyring()
+    announce = Announcer(settings, keyring)
     reconnecting(broker.channel)()  # declare the recipients' queues before the first pointer can be routed
     try:
         with ThreadPoolExecutor(max_workers=request.parallelism, thread_name_prefix="upload") as uploads:
@@ -134,9 +187,10 @@ def produce(settings: Settings, request: RunRequest) -> Iterator[Pointer]:
                 # speed and then waits unreferenced in S3, and pointer.created_at says nothing.
                 if rate > 0:
                     time.sleep(max(0.0, started + seq / rate - time.monotonic()))
-                return store_payload(s3, settings, job, seq, request.size, recipients)
+                return store_payload(s3, settings, job, seq, request.size, recipients, announce)
 
             for pointer in uploads.map(paced, range(request.count)):
+                announce.check_fresh(pointer)
                 with metrics.PUBLISH_SECONDS.time():
                     publish_pointer(broker, keyring, pointer)
                 metrics.PUBLISHED_OBJECTS.inc()
@@ -147,6 +201,7 @@ def produce(settings: Settings, request: RunRequest) -> Iterator[Pointer]:
                 yield pointer
     finally:
         broker.close()
+        announce.close()
 
 
 def run(settings: Settings, request: RunRequest,

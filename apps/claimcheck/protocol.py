@@ -6,11 +6,12 @@ instead of crashing. The byte format is documented in docs/protocol.md.
 """
 
 import json
+import re
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -18,12 +19,37 @@ MAX_RECIPIENTS = 32
 MAX_PAYLOAD_BYTES = 64 * 2**30
 RESERVED_RECIPIENTS = frozenset({"coordinator"})
 
-RecipientName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
-JobName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
-ObjectId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+# The name patterns, one definition each: the CLI checks its arguments against the same ones.
+RECIPIENT_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+JOB_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+OBJECT_ID_PATTERN = r"^[0-9a-f]{32}$"
+# An object key is ``<job>/<object id>.<extension>``: it names the object it stores and nothing else.
+OBJECT_KEY_EXTENSION = "json.gz"
+_OBJECT_KEY = re.compile(
+    rf"^(?P<job>{JOB_PATTERN[1:-1]})/(?P<object_id>{OBJECT_ID_PATTERN[1:-1]})\.(?P<extension>[a-z0-9]{{1,8}}(\.[a-z0-9]{{1,8}})?)$"
+)
+
+RecipientName = Annotated[str, StringConstraints(pattern=RECIPIENT_PATTERN)]
+JobName = Annotated[str, StringConstraints(pattern=JOB_PATTERN)]
+ObjectId = Annotated[str, StringConstraints(pattern=OBJECT_ID_PATTERN)]
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 ObjectKey = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 BucketName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+# Free text that ends up in the ledger and in logs: printable ASCII only (no NUL, no control
+# characters, nothing PostgreSQL or a terminal would choke on).
+PrintableText = Annotated[str, StringConstraints(pattern=r"^[\x20-\x7e]*$", max_length=256)]
+Timestamp = AwareDatetime  # a naive timestamp cannot be compared with the ledger's
+
+
+def object_key(job: str, object_id: str, extension: str = OBJECT_KEY_EXTENSION) -> str:
+    """Where a payload lives in the bucket: grouped by job, so a job's leftovers are one prefix."""
+    return f"{job}/{object_id}.{extension}"
+
+
+def parse_object_key(key: str) -> tuple[str, str] | None:
+    """``(job, object_id)`` of a key in :func:`object_key` form, None for any other key."""
+    match = _OBJECT_KEY.match(key)
+    return (match["job"], match["object_id"]) if match else None
 
 
 class InvalidMessage(ValueError):
@@ -65,7 +91,12 @@ class Pointer(_Message):
     object_sha256: Sha256Hex
     recipients: tuple[RecipientName, ...] = Field(min_length=1, max_length=MAX_RECIPIENTS)
     recipients_total: int
-    created_at: datetime
+    created_at: Timestamp
+
+    @model_validator(mode="after")
+    def _key_names_this_object(self) -> "Pointer":
+        _check_key(self.key, self.job, self.object_id)
+        return self
 
     @model_validator(mode="after")
     def _recipients_form_a_set(self) -> "Pointer":
@@ -89,8 +120,47 @@ class Ack(_Message):
     job: JobName
     recipient: RecipientName
     payload_sha256: Sha256Hex
-    consumer: Annotated[str, StringConstraints(max_length=256)]
-    acked_at: datetime
+    consumer: PrintableText
+    acked_at: Timestamp
+
+
+class Intent(_Message):
+    """A producer's announcement, confirmed by the broker before it uploads anything.
+
+    It travels on the coordinator's pointer queue ahead of the pointer, so the ledger knows of
+    every object a producer is about to store: the orphan sweeper never mistakes an upload in
+    progress, or one whose pointer is still queued, for an orphan.
+    """
+
+    type: Literal["intent"] = "intent"
+    object_id: ObjectId
+    job: JobName
+    bucket: BucketName
+    key: ObjectKey
+    created_at: Timestamp
+
+    @model_validator(mode="after")
+    def _key_names_this_object(self) -> "Intent":
+        _check_key(self.key, self.job, self.object_id)
+        return self
+
+
+class Barrier(_Message):
+    """A marker the sweeper sends through the coordinator's pointer queue.
+
+    Once a coordinator applied it, every message queued before it has been applied too (the
+    queue is first in, first out), so the ledger knows every intent and pointer older than it.
+    """
+
+    type: Literal["barrier"] = "barrier"
+    nonce: ObjectId
+    created_at: Timestamp
+
+
+def _check_key(key: str, job: str, object_id: str) -> None:
+    parsed = parse_object_key(key)
+    if parsed != (job, object_id):
+        raise ValueError(f"key must be {job}/{object_id}.<extension>, the object the message names")
 
 
 def now() -> datetime:
@@ -105,28 +175,60 @@ def make_pointer(*, recipients: Iterable[str], **fields: Any) -> Pointer:
 
 
 M = TypeVar("M", bound=_Message)
+# What may arrive on the coordinator's pointer queue.
+PointerQueueMessage = Pointer | Intent | Barrier
+POINTER_QUEUE_KINDS: tuple[type[_Message], ...] = (Pointer, Intent, Barrier)
 
 
-def decode(body: bytes, kind: type[M]) -> M:
-    """Parse ``body`` as a ``kind`` message or raise :class:`InvalidMessage` saying why."""
+def check_size(body: bytes) -> None:
+    """Refuse an oversized body before anything (HMAC, JSON) spends work on it."""
+    if not isinstance(body, bytes | bytearray):
+        raise InvalidMessage(f"body is {type(body).__name__}, not bytes")
     if len(body) > MAX_MESSAGE_BYTES:
         raise InvalidMessage(f"message of {len(body)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")
+
+
+def check_bucket(message: _Message, bucket: str) -> None:
+    """Refuse a message that names an object outside the configured ``bucket``."""
+    named = getattr(message, "bucket", bucket)
+    if named != bucket:
+        raise InvalidMessage(f"names bucket {named!r}, not the configured {bucket!r}", "foreign_bucket")
+
+
+def decode(body: bytes, *kinds: type[M]) -> M:
+    """Parse ``body`` as one of ``kinds`` (chosen by its ``type``) or raise :class:`InvalidMessage` saying why."""
+    check_size(body)
+    try:
+        return _decode(body, kinds)
+    except RecursionError:  # from the parser, a repr or the validator: any deep nesting
+        raise InvalidMessage("nested too deeply") from None
+
+
+def _decode(body: bytes, kinds: tuple[type[M], ...]) -> M:
     try:
         document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidMessage(f"not JSON: {exc}") from None
+    except ValueError as exc:  # not UTF-8, not JSON, or a number too long to convert
+        raise InvalidMessage(f"not JSON: {brief(str(exc), 200)}") from None
     if not isinstance(document, dict):
         raise InvalidMessage("not a JSON object")
+    by_type = {kind.model_fields["type"].default: kind for kind in kinds}
+    kind = by_type.get(document.get("type")) if isinstance(document.get("type"), str) else None
+    if kind is None:
+        got = brief(repr(document.get("type")))
+        raise InvalidMessage(f"expected a {' or '.join(map(repr, by_type))} message, got type {got}")
     expected_type = kind.model_fields["type"].default
-    if document.get("type") != expected_type:
-        raise InvalidMessage(f"expected a {expected_type!r} message, got type {document.get('type')!r}")
-    if document.get("version") != PROTOCOL_VERSION:
-        raise InvalidMessage(
-            f"unsupported {expected_type} version {document.get('version')!r}; this build speaks {PROTOCOL_VERSION}"
-        )
+    version = document.get("version")
+    if version != PROTOCOL_VERSION or isinstance(version, bool):
+        raise InvalidMessage(f"unsupported {expected_type} version {brief(repr(version))}; this build speaks {PROTOCOL_VERSION}")
     try:
         return kind.model_validate(document)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or expected_type
-        raise InvalidMessage(f"invalid {expected_type}: {where}: {first['msg']}") from None
+        raise InvalidMessage(f"invalid {expected_type}: {brief(where, 80)}: {brief(first['msg'], 200)}") from None
+
+
+def brief(value: object, limit: int = 60) -> str:
+    """A bounded, printable rendering of an untrusted text for a reason."""
+    text = str(value).encode("ascii", "backslashreplace").decode()
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

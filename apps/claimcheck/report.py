@@ -18,11 +18,13 @@ MAX_WAITING_LINES = 30
 
 _BY_JOB = """
     SELECT job,
-           count(*) FILTER (WHERE state <> 'awaiting_pointer') AS published,
+           count(*) FILTER (WHERE pointer_seen_at IS NOT NULL) AS published,
            count(*) FILTER (WHERE state = 'pending') AS pending,
            count(*) FILTER (WHERE state = 'deleting') AS deleting,
-           count(*) FILTER (WHERE state = 'deleted') AS deleted,
-           count(*) FILTER (WHERE state = 'awaiting_pointer') AS early_acks_only,
+           count(*) FILTER (WHERE state = 'deleted' AND cancelled_at IS NULL AND swept_at IS NULL) AS deleted,
+           count(*) FILTER (WHERE cancelled_at IS NOT NULL) AS cancelled,
+           count(*) FILTER (WHERE swept_at IS NOT NULL) AS swept,
+           count(*) FILTER (WHERE state = 'awaiting_pointer') AS awaiting_pointer,
            min(pointer_seen_at) FILTER (WHERE state IN ('pending', 'deleting')) AS oldest_pending,
            min(first_seen_at) AS started
       FROM objects WHERE %(job)s::text IS NULL OR job = %(job)s
@@ -32,7 +34,8 @@ _WAITING = """
     SELECT o.job, r.recipient, count(*), min(o.pointer_seen_at)
       FROM objects o CROSS JOIN LATERAL unnest(o.recipients) AS r(recipient)
      WHERE o.state = 'pending' AND (%(job)s::text IS NULL OR o.job = %(job)s)
-       AND NOT EXISTS (SELECT 1 FROM acks a WHERE a.object_id = o.object_id AND a.recipient = r.recipient)
+       AND NOT EXISTS (SELECT 1 FROM acks a WHERE a.object_id = o.object_id AND a.recipient = r.recipient
+                                                AND a.payload_sha256 = o.payload_sha256)
      GROUP BY 1, 2 ORDER BY 1, 2
 """
 _OLDEST = """
@@ -89,11 +92,12 @@ def ledger_report(dsn: str, job: str | None, amqp_url: str | None = None) -> str
         lines.append("no objects in the ledger" + (f" for job {job}" if job else ""))
     else:
         lines.append(f"{'run':<40} {'started':<20} {'published':>9} {'pending':>7} {'deleting':>8} {'deleted':>7} "
-                     f"{'early':>5}  oldest pending")
-        for name, published, pending, deleting, deleted, early, oldest_at, started in jobs:
+                     f"{'cancelled':>9} {'swept':>5} {'unpublished':>11}  oldest pending")
+        for name, published, pending, deleting, deleted, cancelled, swept, awaiting, oldest_at, started in jobs:
             started_at = started.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
             lines.append(f"{name:<40} {started_at:<20} {published:>9} {pending:>7} {deleting:>8} {deleted:>7} "
-                         f"{early:>5}  {age(oldest_at, now)}")
+                         f"{cancelled:>9} {swept:>5} {awaiting:>11}  {age(oldest_at, now)}")
+        lines.append("deleted: confirmed by every recipient; unpublished: announced or early ACKs, pointer not seen yet")
     lines.append("")
     if waiting:
         lines.append("pending objects per recipient (not yet confirmed):")

@@ -11,7 +11,7 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-from claimcheck.protocol import InvalidMessage, M, decode
+from claimcheck.protocol import InvalidMessage, M, brief, check_bucket, check_size, decode
 
 KEY_ID_HEADER = "x-claimcheck-key-id"
 SIGNATURE_HEADER = "x-claimcheck-signature"
@@ -45,22 +45,35 @@ class Keyring:
         return {KEY_ID_HEADER: self.signing_key_id, SIGNATURE_HEADER: self._digest(self.signing_key_id, body)}
 
     def verify(self, body: bytes, headers: Mapping[str, Any] | None) -> None:
-        """Raise :class:`InvalidMessage` (category ``forged``) unless ``body`` is signed by a known key."""
-        headers = headers or {}
-        key_id, signature = _text(headers.get(KEY_ID_HEADER)), _text(headers.get(SIGNATURE_HEADER))
+        """Raise :class:`InvalidMessage` (category ``forged``) unless ``body`` is signed by a known key.
+
+        Headers come from whoever published, so they may hold any AMQP type: anything but text
+        (or bytes) is refused, and the signature is compared as bytes, which never raises.
+        """
+        headers = headers if isinstance(headers, Mapping) else {}
+        key_id, signature = headers.get(KEY_ID_HEADER), headers.get(SIGNATURE_HEADER)
         if not key_id or not signature:
             raise InvalidMessage("message is not signed", "forged")
-        if key_id not in self._keys:
-            raise InvalidMessage(f"unknown signing key id {key_id!r}", "forged")
-        if not hmac.compare_digest(signature, self._digest(key_id, body)):
-            raise InvalidMessage(f"signature does not match the message (key id {key_id!r})", "forged")
+        if not isinstance(key_id, str | bytes) or not isinstance(signature, str | bytes):
+            raise InvalidMessage("signature headers must be text, got "
+                                 f"{type(key_id).__name__} and {type(signature).__name__}", "forged")
+        key_name = key_id.decode(errors="replace") if isinstance(key_id, bytes) else key_id
+        if key_name not in self._keys:
+            raise InvalidMessage(f"unknown signing key id {brief(repr(key_name))}", "forged")
+        given = signature.encode(errors="surrogateescape") if isinstance(signature, str) else signature
+        if not hmac.compare_digest(given, self._digest(key_name, body).encode()):
+            raise InvalidMessage(f"signature does not match the message (key id {key_name!r})", "forged")
 
 
-def decode_signed(keyring: Keyring, body: bytes, headers: Mapping[str, Any] | None, kind: type[M]) -> M:
-    """Verify the signature, then parse: a forged message is rejected before it is even read."""
+def decode_signed(keyring: Keyring, body: bytes, headers: Mapping[str, Any] | None, *kinds: type[M],
+                  bucket: str | None = None) -> M:
+    """Check the size, verify the signature, then parse: a forged message is rejected before it is read.
+
+    With ``bucket``, a message naming an object in any other bucket is refused too (``foreign_bucket``).
+    """
+    check_size(body)
     keyring.verify(body, headers)
-    return decode(body, kind)
-
-
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value or "")
+    message = decode(body, *kinds)
+    if bucket is not None:
+        check_bucket(message, bucket)
+    return message

@@ -1,45 +1,101 @@
-"""The orphan sweeper: removes payloads that no live pointer references.
+"""The orphan sweeper: removes payloads that no pointer will ever name.
 
-A producer that dies between upload and publish, or a pointer the coordinator dead-lettered,
-leaves an object in S3 that no recipient will ever confirm. Once such an object is older than
-the grace period and the ledger has no pending or deleting record of it, it is recorded as
-swept and deleted. Objects with pending recipients are never touched, nor keys that do not
-have the producer's ``<job>/<object id>.json.gz`` form.
+A producer that dies between upload and publish leaves an object in S3 that no recipient will
+ever confirm. The sweeper removes such objects, and nothing a recipient may still need. An
+object is swept only when the ledger proves nobody can need it:
+
+- every message queued on the coordinator's pointer queue before the pass began has been
+  applied: the pass first sends a barrier through that queue and waits until a coordinator
+  applied it (a backlog older than the grace period therefore postpones the pass);
+- producers announce each upload with an intent on that same queue before storing a byte, so
+  after the barrier the ledger knows every upload older than the grace period;
+- under the object's row lock, no pointer made it live, no ACK names it (an ACK means some
+  recipient holds a pointer), and what the ledger knows of it is older than the grace period.
+
+The row is recorded as swept before the S3 delete, so a pointer arriving later is dead-lettered
+instead of reviving it. Keys not of the :func:`claimcheck.protocol.object_key` form are never
+touched. docs/failure-model.md states the guarantee and its limits.
 """
 
 import logging
-import re
-from datetime import datetime, timedelta, timezone
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
-from claimcheck import metrics, store
+from claimcheck import metrics, store, topology
+from claimcheck.broker import BrokerSession
+from claimcheck.config import Settings
 from claimcheck.ledger import Ledger
+from claimcheck.protocol import Barrier, now, parse_object_key
 
 log = logging.getLogger(__name__)
 
-_KEY = re.compile(r"^(?P<job>[A-Za-z0-9][A-Za-z0-9._-]{0,127})/(?P<object_id>[0-9a-f]{32})\.json\.gz$")
 PAGE = 1000
+# The moment before which every message on the coordinator's pointer queue has been applied,
+# on the ledger's clock; None when that could not be established.
+SweepBarrier = Callable[[], datetime | None]
 
 
-def sweep(s3: Any, ledger: Ledger, bucket: str, grace_seconds: float, prefix: str = "") -> int:
-    """Sweep the keys under ``prefix`` once; return how many orphans were deleted."""
-    cutoff = datetime.now(timezone.utc) - timedelta(seconds=grace_seconds)
+class PointerQueueBarrier:
+    """Sends a barrier through the coordinator's pointer queue and waits until it was applied."""
+
+    def __init__(self, settings: Settings, ledger: Ledger, stop: threading.Event | None = None,
+                 timeout: float = 60.0) -> None:
+        self._settings = settings
+        self._ledger = ledger
+        self._stop = stop or threading.Event()
+        self._timeout = timeout
+
+    def __call__(self) -> datetime | None:
+        barrier = Barrier(nonce=uuid.uuid4().hex, created_at=now())
+        sent_at = self._ledger.now()  # before the publish: everything queued earlier is ahead of it
+        body = barrier.encode()
+        session = BrokerSession(self._settings.amqp_url, topology.declare, self._settings.confirm_timeout)
+        try:
+            session.publish(topology.POINTER_EXCHANGE, topology.COORDINATOR_ROUTING_KEY, body,
+                            message_id=f"barrier-{barrier.nonce}", headers=self._settings.keyring().sign(body))
+        finally:
+            session.close()
+        deadline = time.monotonic() + self._timeout
+        while not self._ledger.barrier_applied(barrier.nonce):
+            if time.monotonic() >= deadline or self._stop.wait(0.2):
+                return None
+        return sent_at
+
+
+def sweep(s3: Any, ledger: Ledger, bucket: str, grace_seconds: float, barrier: SweepBarrier, prefix: str = "") -> int:
+    """Sweep the keys under ``prefix`` once; return how many orphans were removed."""
+    passed = barrier()
+    if passed is None:
+        metrics.SWEEPS_POSTPONED.inc()
+        log.warning("orphan sweep postponed: no coordinator applied its barrier on %s in time (a backlog?)",
+                    topology.COORDINATOR_POINTER_QUEUE)
+        return 0
+    cutoff = passed - timedelta(seconds=grace_seconds)
     swept = 0
+    # Objects in the bucket: those the ledger never heard of, or knows only from an intent.
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": PAGE})
     for page in pages:
-        candidates = {}
         for item in page.get("Contents", []):
-            match = _KEY.match(item["Key"])
-            if match and item["LastModified"] < cutoff:
-                candidates[match["object_id"]] = (match["job"], item["Key"])
-        if not candidates:
-            continue
-        live = ledger.live_object_ids(list(candidates))
-        for object_id, (job, key) in candidates.items():
-            if object_id in live or not ledger.claim_orphan(object_id, job, bucket, key):
-                continue
-            store.delete(s3, bucket, key)
-            metrics.SWEPT.inc()
-            swept += 1
-            log.warning("swept orphan s3://%s/%s: no live pointer references it", bucket, key)
-    return swept
+            parsed = parse_object_key(item["Key"])
+            if parsed is not None and item["LastModified"] < cutoff:
+                swept += _sweep_one(s3, ledger, bucket, *parsed, item["Key"], cutoff)
+    # Announced uploads whose pointer never came, including those that never reached S3.
+    while True:
+        expired = ledger.expired_intents(bucket, cutoff, prefix, PAGE)
+        removed = sum(_sweep_one(s3, ledger, bucket, job, object_id, key, cutoff) for object_id, job, key in expired)
+        swept += removed
+        if len(expired) < PAGE or not removed:
+            return swept
+
+
+def _sweep_one(s3: Any, ledger: Ledger, bucket: str, job: str, object_id: str, key: str, cutoff: datetime) -> int:
+    if not ledger.claim_orphan(object_id, job, bucket, key, cutoff):
+        return 0
+    store.delete(s3, bucket, key)
+    metrics.SWEPT.inc()
+    log.warning("swept orphan s3://%s/%s: no pointer names it", bucket, key, extra={"object_id": object_id, "job": job})
+    return 1

@@ -19,6 +19,7 @@ from claimcheck.producer import store_payload
 from claimcheck.protocol import Pointer
 from claimcheck.schema import migrate
 from claimcheck.signing import Keyring
+from claimcheck.sweeper import PointerQueueBarrier
 from integration_helpers import DeadLetters, Running, free_port, unique, wait_until
 from testkit import reachable, require_stack
 
@@ -42,6 +43,12 @@ def ledger(settings: Settings, migrated: None) -> Iterator[Ledger]:
     instance = Ledger(settings.database_url)
     yield instance
     instance.close()
+
+
+@pytest.fixture
+def barrier(settings: Settings, ledger: Ledger, coordinator_url: str) -> PointerQueueBarrier:
+    """The sweeper's barrier through the coordinator's pointer queue (applied by the session's coordinator)."""
+    return PointerQueueBarrier(settings, ledger)
 
 
 @pytest.fixture

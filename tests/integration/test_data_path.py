@@ -100,10 +100,18 @@ def test_cancelling_a_job_deletes_its_pending_objects_once(
             return json.load(response)  # type: ignore[no-any-return]
 
     assert cancel() == {"job": job, "cancelled": 3}
-    wait_until(lambda: ledger.job_progress(job).deleted == 3, 30, "the cancelled objects deleted")
-    assert not any(object_exists(p) for p in pointers)
+    wait_until(lambda: not any(object_exists(p) for p in pointers), 30, "the cancelled objects deleted")
+    wait_until(lambda: ledger.job_progress(job).pending == 0, 30, "no pending objects left")
     progress = ledger.job_progress(job)
-    assert (progress.cancelled, progress.pending) == (3, 0)
+    assert (progress.cancelled, progress.deleted) == (3, 0), "cancelled objects counted as confirmed deletions"
     assert cancel() == {"job": job, "cancelled": 0}
-    counts = db("SELECT count(*) FROM deletions WHERE object_id = ANY(%s)", [p.object_id for p in pointers])
-    assert counts == [(3,)]
+
+    # A pointer of the cancelled run that arrives afterwards is settled as cancelled, not left pending.
+    late = stored(names, job=job)
+    publish_pointer(broker, settings.keyring(), late)
+    wait_until(lambda: not object_exists(late), 30, "the late pointer's object deleted as cancelled")
+    wait_until(lambda: ledger.job_progress(job).cancelled == 4, 30, "the late object recorded as cancelled")
+    progress = ledger.job_progress(job)
+    assert (progress.published, progress.pending, progress.deleted) == (4, 0, 0)
+    everything = [p.object_id for p in [*pointers, late]]
+    assert db("SELECT count(*) FROM deletions WHERE object_id = ANY(%s)", everything) == [(4,)]

@@ -31,7 +31,7 @@ Event = tuple[str, str]  # ("pointer", "") or ("ack", recipient)
 
 def make(recipients: list[str]) -> Pointer:
     object_id = uuid.uuid4().hex
-    return make_pointer(object_id=object_id, job="prop", bucket="claimcheck", key=f"prop/{object_id}",
+    return make_pointer(object_id=object_id, job="prop", bucket="claimcheck", key=f"prop/{object_id}.json.gz",
                         payload_size=1, payload_sha256=SHA, object_size=1, object_sha256=SHA, recipients=recipients)
 
 

@@ -9,7 +9,7 @@ SHA = "a" * 64
 
 def pointer(**overrides: object) -> Pointer:
     fields: dict[str, object] = dict(
-        object_id="0" * 32, job="job-1", bucket="claimcheck", key="job-1/x.json.gz", payload_size=10,
+        object_id="0" * 32, job="job-1", bucket="claimcheck", key="job-1/" + "0" * 32 + ".json.gz", payload_size=10,
         payload_sha256=SHA, object_size=5, object_sha256="b" * 64, recipients=["billing", "audit"],
     )
     fields.update(overrides)
