@@ -103,28 +103,21 @@ def _before_upload_retry(state: Any) -> None:
     metrics.UPLOAD_RETRIES.inc()
 
 
-@retry(
-    retry=retry_if_exception_type(BotoCoreError),
-    wait=wait_random_exponential(multiplier=0.5, max=5),
-    stop=stop_after_delay(300),
-    before_sleep=_before_upload_retry,
-    reraise=True,
-)
 def store_payload(s3: Any, settings: Settings, job: str, seq: int, size: int, recipients: Sequence[str],
                   announce: Callable[[Intent], None] | None = None) -> Pointer:
     """Announce, generate, gzip and upload one payload; return the pointer describing it.
 
-    An S3 outage is waited out with backoff; each attempt is a fresh object (a failed
-    multipart upload is aborted by boto3), so no half-written object is ever pointed at.
-    Without ``announce`` the upload is not announced (tests of the sweeper's other defences).
+    The intent is published once; an S3 outage is then waited out with backoff, each attempt
+    storing the whole object again under the same key (a failed multipart upload is aborted by
+    boto3), so no half-written object is ever pointed at. Without ``announce`` the upload is
+    not announced (tests of the sweeper's other defences).
     """
     started = time.monotonic()
     object_id = uuid.uuid4().hex
     key = object_key(job, object_id)
     if announce is not None:
         announce(Intent(object_id=object_id, job=job, bucket=settings.s3_bucket, key=key, created_at=now()))
-    stream = payload.GzipHashingReader(payload.generate(size, job, object_id, seq))
-    store.upload(s3, settings.s3_bucket, key, stream)
+    stream = _upload(s3, settings.s3_bucket, key, lambda: payload.generate(size, job, object_id, seq))
     metrics.UPLOAD_SECONDS.observe(time.monotonic() - started)
     return make_pointer(
         object_id=object_id,
@@ -137,6 +130,19 @@ def store_payload(s3: Any, settings: Settings, job: str, seq: int, size: int, re
         object_sha256=stream.object_hash.hexdigest(),
         recipients=recipients,
     )
+
+
+@retry(
+    retry=retry_if_exception_type(BotoCoreError),
+    wait=wait_random_exponential(multiplier=0.5, max=5),
+    stop=stop_after_delay(300),
+    before_sleep=_before_upload_retry,
+    reraise=True,
+)
+def _upload(s3: Any, bucket: str, key: str, chunks: Callable[[], Iterator[bytes]]) -> payload.GzipHashingReader:
+    stream = payload.GzipHashingReader(chunks())
+    store.upload(s3, bucket, key, stream)
+    return stream
 
 
 def publish_pointer(broker: BrokerSession, keyring: Keyring, pointer: Pointer) -> None:

@@ -61,12 +61,18 @@ def job_state(name: str, job: Mapping[str, Any] | None) -> JobState:
 
 @dataclasses.dataclass(frozen=True)
 class Progress:
-    """The coordinator's counts for one job (``GET /jobs/<job>``)."""
+    """The coordinator's counts for one job (``GET /jobs/<job>``).
+
+    ``deleted`` counts only objects deleted after every recipient confirmed them; objects removed
+    because the run was cancelled, or swept as orphans, are counted apart and never as done.
+    """
 
     published: int = 0
     acked: Mapping[str, int] = dataclasses.field(default_factory=dict)
     deleted: int = 0
     pending: int = 0
+    cancelled: int = 0
+    swept: int = 0
 
 
 def parse_progress(payload: Mapping[str, Any]) -> Progress:
@@ -78,6 +84,8 @@ def parse_progress(payload: Mapping[str, Any]) -> Progress:
             acked={str(k): int(v) for k, v in dict(acked_raw).items()},
             deleted=int(payload["deleted"]),
             pending=int(payload.get("pending") or 0),
+            cancelled=int(payload.get("cancelled") or 0),
+            swept=int(payload.get("swept") or 0),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"unexpected coordinator response {dict(payload)!r}: {exc}") from None

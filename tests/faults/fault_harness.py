@@ -27,6 +27,7 @@ import psycopg2
 from claimcheck import store, topology
 from claimcheck.broker import parameters
 from claimcheck.config import Settings
+from claimcheck.protocol import parse_object_key
 from testkit import free_port as free_port  # re-exported for the suite
 from testkit import unique as unique
 from testkit import wait_until as wait_until
@@ -648,9 +649,6 @@ class Scenario:
 # ------------------------------------------------------------------- the shared check --
 
 
-JOB_KEY = re.compile(r"^(?P<job>[A-Za-z0-9][A-Za-z0-9._-]{0,127})/(?P<object_id>[0-9a-f]{32})\.json\.gz$")
-
-
 def assert_job_complete(
     scenario: Scenario,
     expected: int | None = None,
@@ -737,9 +735,9 @@ def assert_job_complete(
     keys = store.list_keys(scenario.s3, scenario.settings.s3_bucket, f"{job}/")
     leftovers = {}
     for key in keys:
-        match = JOB_KEY.match(key)
-        assert match and match["job"] == job, f"unexpected key under the job prefix: {key}"
-        leftovers[match["object_id"]] = key
+        parsed = parse_object_key(key)
+        assert parsed and parsed[0] == job, f"unexpected key under the job prefix: {key}"
+        leftovers[parsed[1]] = key
     referenced = set(leftovers) & published
     assert not referenced, f"published objects still in S3 after their deletion: {sorted(referenced)[:5]}"
     orphans = sorted(set(leftovers) - published)

@@ -1,6 +1,8 @@
 """``AllDeleted``: the coordinator deleted every object of the run, so every recipient acknowledged it.
 
-Unknown while the coordinator cannot be asked: the operator does not guess counts.
+Only deletions earned by every recipient's ACK count: objects removed because the run was
+cancelled or swept as orphans are named in the message, never counted as done. Unknown while
+the coordinator cannot be asked: the operator does not guess counts.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ def all_deleted(
     if progress.deleted >= expected and progress.published >= expected:
         return make(TYPE, "True", ALL_OBJECTS_DELETED, f"{progress.deleted}/{expected} objects deleted", previous, now)
     acked = ", ".join(f"{r} {progress.acked.get(r, 0)}/{expected}" for r in recipients)
+    removed = "".join(f", {count} {what} (not confirmed)"
+                      for what, count in (("cancelled", progress.cancelled), ("swept", progress.swept)) if count)
     return make(
         TYPE, "False", OBJECTS_PENDING,
-        f"{progress.deleted}/{expected} objects deleted, {progress.published} published; acked: {acked}",
+        f"{progress.deleted}/{expected} objects deleted, {progress.published} published{removed}; acked: {acked}",
         previous, now,
     )
