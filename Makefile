@@ -74,8 +74,8 @@ bench: up ## Benchmarks against the local stack -> docs/benchmarks.md (FULL=1: l
 	@$(VENV)/bin/pip install -q -e '.[bench]'
 	@$(VENV)/bin/python -m bench $(if $(filter 1 true yes,$(FULL)),--full)
 
-kind-up: ## Create a kind cluster and install the charts (needs Docker, kind, kubectl)
+kind-up: install ## Create (or reuse) a kind cluster and install or upgrade both charts (needs Docker, kind)
 	@bash scripts/kind-up.sh
 
-kind-down: ## Delete the kind cluster
+kind-down: install ## Delete the kind cluster
 	@bash scripts/kind-down.sh
