@@ -18,7 +18,8 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,16 +87,42 @@ def broker_settings() -> dict[str, Any]:
 
 def _max_message_size() -> int | None:
     """``max_message_size`` as the node runs with it (rabbitmqctl), or None if that fails."""
+    match = re.search(r"\{ok,(\d+)\}", _rabbit_eval(0, "application:get_env(rabbit, max_message_size)."))
+    return int(match[1]) if match else None
+
+
+def _rabbit_eval(node: int, expression: str) -> str:
     try:
-        out = subprocess.run(
-            ["bash", str(REPO / "scripts/stack.sh"), "rabbitmqctl", "0", "eval",
-             "application:get_env(rabbit, max_message_size)."],
+        return subprocess.run(
+            ["bash", str(REPO / "scripts/stack.sh"), "rabbitmqctl", str(node), "eval", expression],
             capture_output=True, text=True, timeout=60, check=False,
         ).stdout
     except (OSError, subprocess.TimeoutExpired):
-        return None
-    match = re.search(r"\{ok,(\d+)\}", out)
-    return int(match[1]) if match else None
+        return ""
+
+
+# RabbitMQ's own default (3.10); the local stack runs with 128 KiB, a bound for pointers and ACKs.
+BROKER_DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
+
+
+@contextmanager
+def broker_max_message_size(limit: int) -> Iterator[None]:
+    """Run with ``max_message_size`` at ``limit`` on every node, then restore it.
+
+    The inline comparison sends whole payloads through the broker; the stack's own bound keeps
+    every message under 128 KiB, so for the comparison the broker gets its stock limit back.
+    New channels read the setting, so the inline senders started inside see ``limit``.
+    """
+    configured = _max_message_size()
+    nodes = range(len(mgmt("GET", "/api/nodes")))
+    for node in nodes:
+        _rabbit_eval(node, f"application:set_env(rabbit, max_message_size, {limit}).")
+    try:
+        yield
+    finally:
+        if configured is not None:
+            for node in nodes:
+                _rabbit_eval(node, f"application:set_env(rabbit, max_message_size, {configured}).")
 
 
 def _proc_field(pid: int, name: str, key: str) -> int | None:

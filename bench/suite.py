@@ -17,7 +17,15 @@ from bench.coordbench import CoordinatorBench
 from bench.memory import Memory
 from bench.pipeline import Pipeline, Run
 from bench.relief import Relief
-from bench.stack import PYTHON, REPO, BenchEnv, broker_settings, wait_healthy
+from bench.stack import (
+    BROKER_DEFAULT_MAX_MESSAGE_SIZE,
+    PYTHON,
+    REPO,
+    BenchEnv,
+    broker_max_message_size,
+    broker_settings,
+    wait_healthy,
+)
 
 log = logging.getLogger("bench")
 KiB, MiB, GiB = 1024, 1024 * 1024, 1024 * 1024 * 1024
@@ -183,14 +191,15 @@ def groups_sweep(env: BenchEnv, pipeline: Pipeline, config: Config) -> list[dict
 def relief(env: BenchEnv, config: Config) -> dict[str, Any]:
     bench = Relief(env)
     runs = []
-    for size, count in config.relief.items():
-        log.info("broker relief: %s x %d", size_label(size), count)
-        for rep in range(config.repeats):
-            modes = ("inline", "pointer") if rep % 2 == 0 else ("pointer", "inline")
-            for mode in modes:
-                runs.append(attempt(bench.measure, mode, size, count) | {"rep": rep})
-    log.info("broker relief: max message size probe")
-    return {"runs": runs, "max_message": bench.max_message_probe()}
+    with broker_max_message_size(BROKER_DEFAULT_MAX_MESSAGE_SIZE):
+        for size, count in config.relief.items():
+            log.info("broker relief: %s x %d", size_label(size), count)
+            for rep in range(config.repeats):
+                modes = ("inline", "pointer") if rep % 2 == 0 else ("pointer", "inline")
+                for mode in modes:
+                    runs.append(attempt(bench.measure, mode, size, count) | {"rep": rep})
+        log.info("broker relief: max message size probe")
+        return {"runs": runs, "max_message": bench.max_message_probe()}
 
 
 # -- 3: coordinator -----------------------------------------------------------------------
