@@ -1,11 +1,15 @@
 """Helpers every suite that talks to the local stack shares: deadlines, free ports, unique names,
 and the ``s3`` fixture (a suite's conftest imports it; it uses that suite's ``settings``)."""
 
+import base64
+import json
 import socket
 import time
 import urllib.parse
+import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -80,3 +84,30 @@ def s3(settings: Settings) -> Any:
     client = store.client(settings)
     store.ensure_bucket(client, settings.s3_bucket)
     return client
+
+
+MANAGEMENT_API = "http://127.0.0.1:45672/api"  # RabbitMQ's management API through HAProxy (docs/interfaces.md)
+
+
+def management(method: str, path: str, body: Any = None) -> Any:
+    """Call the local broker's management API as guest; the decoded JSON answer, or None."""
+    request = urllib.request.Request(
+        f"{MANAGEMENT_API}{path}", method=method, data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode(), "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        payload = response.read()
+    return json.loads(payload) if payload else None
+
+
+@contextmanager
+def temporary_vhost(amqp_url: str) -> Iterator[str]:
+    """A fresh vhost that guest may use; yields ``amqp_url`` pointing at it, deletes it afterwards."""
+    name = unique("cc-test")
+    management("PUT", f"/vhosts/{name}", {})
+    management("PUT", f"/permissions/{name}/guest", {"configure": ".*", "write": ".*", "read": ".*"})
+    parsed = urllib.parse.urlsplit(amqp_url)
+    try:
+        yield urllib.parse.urlunsplit(parsed._replace(path=f"/{name}"))
+    finally:
+        management("DELETE", f"/vhosts/{name}")
