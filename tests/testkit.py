@@ -12,10 +12,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg2
 import pytest
 
 from claimcheck import store
 from claimcheck.config import Settings
+from claimcheck.schema import migrate
 
 
 def wait_until(
@@ -111,3 +113,21 @@ def temporary_vhost(amqp_url: str) -> Iterator[str]:
         yield urllib.parse.urlunsplit(parsed._replace(path=f"/{name}"))
     finally:
         management("DELETE", f"/vhosts/{name}")
+
+
+@contextmanager
+def temporary_database(dsn: str) -> Iterator[str]:
+    """A fresh ledger database beside ``dsn``'s, migrated; yields its DSN, drops it afterwards."""
+    name = unique("cc_test").replace("-", "_")
+    admin = psycopg2.connect(dsn, connect_timeout=10)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        temporary = urllib.parse.urlunsplit(urllib.parse.urlsplit(dsn)._replace(path=f"/{name}"))
+        migrate(temporary)
+        yield temporary
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

@@ -211,15 +211,17 @@ class Coordinator:
         ledger = Ledger(self._settings.database_url, "claimcheck-coordinator-deleter")
         failures = 0
         while not stop.is_set():
+            tasks: list[DeleteTask] = []
             try:
                 tasks = ledger.claim_deletions(self.owner, self._lease_seconds, limit=store.MAX_KEYS_PER_DELETE)
                 refused = sum(self._delete_batch(ledger, bucket, [task for task in tasks if task.bucket == bucket])
                               for bucket in sorted({task.bucket for task in tasks}))
-            except Exception as exc:  # noqa: BLE001 - a lease this pass could not record expires; retried then
+            except Exception as exc:  # noqa: BLE001 - logged, counted, reported and retried
                 failures += 1
                 self._deleter_problem = f"deletions failing: {brief(str(exc) or repr(exc), 300)}"
                 metrics.DELETER_ERRORS.inc()
                 log.warning("deleter pass failed (%d in a row), will retry: %s", failures, exc)
+                self._give_back(tasks, self._deleter_problem)
                 ledger.close()
                 stop.wait(min(0.5 * 2 ** min(failures, 6), 30.0))
                 continue
@@ -239,11 +241,11 @@ class Coordinator:
             refused = store.delete_many(self._s3, bucket, [task.key for task in tasks])
         except Exception as exc:  # noqa: BLE001 - any S3 failure is retried later
             refused = {task.key: str(exc) for task in tasks}
-        for task in tasks:
-            if task.key in refused:
-                metrics.DELETE_FAILURES.inc()
-                log.warning("deleting s3://%s/%s failed, will retry: %s", bucket, task.key, refused[task.key])
-                ledger.release_deletion(task, self.owner, refused[task.key])
+        for key, error in refused.items():
+            metrics.DELETE_FAILURES.inc()
+            log.warning("deleting s3://%s/%s failed, will retry: %s", bucket, key, error)
+        ledger.release_deletions([task for task in tasks if task.key in refused], self.owner,
+                                 "; ".join(sorted(set(refused.values())))[:1000])
         deleted = ledger.mark_deleted([task for task in tasks if task.key not in refused], self.owner)
         finished = datetime.now(timezone.utc)
         for task in deleted:
@@ -252,6 +254,17 @@ class Coordinator:
                 metrics.PUBLISH_TO_DELETE_SECONDS.observe(max((finished - task.published_at).total_seconds(), 0.0))
             log.info("deleted s3://%s/%s", bucket, task.key, extra={"object_id": task.object_id})
         return len(refused)
+
+    def _give_back(self, tasks: list[DeleteTask], error: str) -> None:
+        """Release the leases of a failed pass on a fresh connection, so they are retried soon;
+        if the ledger cannot be reached, they expire instead."""
+        ledger = Ledger(self._settings.database_url, "claimcheck-coordinator-deleter")
+        try:
+            ledger.release_deletions(tasks, self.owner, error)
+        except Exception as exc:  # noqa: BLE001 - the leases then expire on their own
+            log.debug("could not give back %d leases: %s", len(tasks), exc)
+        finally:
+            ledger.close()
 
     def _sweep_loop(self, stop: threading.Event) -> None:
         ledger = Ledger(self._settings.database_url, "claimcheck-coordinator-sweeper")

@@ -192,13 +192,15 @@ class Ledger:
                               ON CONFLICT (object_id) DO NOTHING""", (sorted(recorded), owner))
         return [task for task in tasks if task.object_id in recorded]
 
-    def release_deletion(self, task: DeleteTask, owner: str, error: str) -> None:
-        """Give a failed delete back, to be retried after a short delay."""
+    def release_deletions(self, tasks: list[DeleteTask], owner: str, error: str) -> None:
+        """Give failed deletes back, to be retried after a short delay instead of the whole lease."""
+        if not tasks:
+            return
         with self._conn() as connection, connection.cursor() as cursor:
             cursor.execute(
                 """UPDATE objects SET lease_until = now() + interval '1 second', last_error = %s
-                    WHERE object_id = %s AND state = 'deleting' AND lease_owner = %s""",
-                (error[:1000], task.object_id, owner),
+                    WHERE object_id = ANY (%s) AND state = 'deleting' AND lease_owner = %s""",
+                (error[:1000], [task.object_id for task in tasks], owner),
             )
 
     def cancel_job(self, job: str) -> int:

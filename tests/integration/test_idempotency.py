@@ -153,6 +153,27 @@ def test_ack_with_another_payload_checksum_never_counts(
     assert object_exists(pointer)
 
 
+def test_an_early_ack_with_a_wrong_checksum_never_blocks_the_correct_one(
+    coordinator_url: str, recipients: Callable[..., list[str]], stored: Callable[..., Pointer],
+    object_exists: Callable[[Pointer], bool], broker: BrokerSession, db: Query,
+) -> None:
+    """Before its pointer, an ACK naming another sha256 is stored but occupies no slot: the
+    correct ACK that follows counts, and the object is deleted once the pointer arrives."""
+    billing, audit = recipients("billing", "audit")
+    pointer = stored([billing, audit])
+    publish_ack(broker, ack_for(pointer, billing, sha256="f" * 64), message_id="early-wrong-" + pointer.object_id)
+    wait_until(lambda: db("SELECT count(*) FROM acks WHERE object_id = %s", pointer.object_id) == [(1,)], 30,
+               "the wrong early ACK stored")
+    publish_ack(broker, ack_for(pointer, billing))
+    publish_ack(broker, ack_for(pointer, audit))
+    wait_until(lambda: db("SELECT count(*) FROM acks WHERE object_id = %s", pointer.object_id) == [(3,)], 30,
+               "the correct early ACKs stored beside it")
+    publish_pointer(broker, pointer)
+    wait_until(lambda: state_of(db, pointer) == "deleted", 30, "deletion once the pointer arrived")
+    assert not object_exists(pointer)
+    assert deletions_of(db, pointer) == 1
+
+
 def test_checksum_mismatch_is_dead_lettered_and_never_acked(
     settings: Settings, coordinator_url: str, recipients: Callable[..., list[str]],
     start_consumer: Callable[..., RecipientConsumer], stored: Callable[..., Pointer],

@@ -1,0 +1,198 @@
+"""The coordinator keeps its promises when parts of it fail or are pushed: the deleter survives any
+error and says so on /readyz, a flood of HTTP requests cannot take the ledger from the consuming
+path, leases outlast the S3 client's retries, and a pointer redelivered after its object was
+deleted is settled quietly. Each test runs against the real broker, PostgreSQL and S3."""
+
+import http.client
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg2
+
+from claimcheck import metrics, store, topology
+from claimcheck.broker import BrokerSession
+from claimcheck.config import Settings
+from claimcheck.consumer import RecipientConsumer
+from claimcheck.coordinator import HTTP_LEDGER_CONNECTIONS, Coordinator
+from claimcheck.httpapi import MAX_CONCURRENT_REQUESTS
+from claimcheck.ledger import Ledger
+from claimcheck.producer import publish_pointer
+from claimcheck.protocol import Pointer, object_key
+from claimcheck.signing import Keyring
+from integration_helpers import DeadLetters, Running, ack_for, free_port, unique, wait_until
+from testkit import temporary_database, temporary_vhost
+
+
+def readiness(coordinator: Coordinator) -> str | None:
+    """What the coordinator's /readyz would say (None: ready)."""
+    for method, pattern, handler in coordinator._routes():  # noqa: SLF001 - the endpoint's own route table
+        if method == "GET" and pattern.match("/readyz"):
+            status, document = handler(pattern.match("/readyz"))  # type: ignore[arg-type]
+            return None if status == 200 else str(document["reason"])
+    raise AssertionError("no /readyz route")
+
+
+def execute(dsn: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    connection = psycopg2.connect(dsn)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, args)
+            return cursor.fetchall() if cursor.description else []
+    finally:
+        connection.close()
+
+
+def test_the_deleter_survives_any_error_and_reports_it_until_it_recovers(settings: Settings, s3: Any) -> None:
+    with temporary_database(settings.database_url) as dsn:
+        coordinator = Coordinator(settings.model_copy(update={"database_url": dsn}))
+        job, object_id = unique("deleter"), uuid.uuid4().hex
+        key = object_key(job, object_id)
+        s3.put_object(Bucket=settings.s3_bucket, Key=key, Body=b"due for deletion")
+        execute(dsn, """INSERT INTO objects (object_id, job, bucket, key, recipients, payload_sha256, state, decided_at)
+                        VALUES (%s, %s, %s, %s, '{billing}', %s, 'deleting', now())""",
+                object_id, job, settings.s3_bucket, key, "a" * 64)
+        # A failure no earlier deleter caught (not a lost connection): the table it records into is gone.
+        execute(dsn, "ALTER TABLE deletions RENAME TO deletions_away")
+        errors_before = metrics.DELETER_ERRORS._value.get()
+        stop = threading.Event()
+        deleter = threading.Thread(target=coordinator._delete_loop, args=(stop,), daemon=True)  # noqa: SLF001
+        coordinator._deleter = deleter  # noqa: SLF001 - what run() does
+        deleter.start()
+        try:
+            reason = wait_until(lambda: (r := readiness(coordinator)) and r.startswith("deletions failing") and r, 30,
+                                "/readyz to report the failing deleter")
+            assert "deletions" in reason
+            wait_until(lambda: metrics.DELETER_ERRORS._value.get() >= errors_before + 2, 30, "the failure retried")
+            assert deleter.is_alive(), "the deleter thread died"
+
+            execute(dsn, "ALTER TABLE deletions_away RENAME TO deletions")
+            wait_until(lambda: execute(dsn, "SELECT state FROM objects WHERE object_id = %s", object_id) == [("deleted",)],
+                       60, "the deletion to complete once the ledger works again")
+            assert not store.list_keys(s3, settings.s3_bucket, key)
+            assert execute(dsn, "SELECT count(*) FROM deletions WHERE object_id = %s", object_id) == [(1,)]
+            assert not (readiness(coordinator) or "").startswith("deletions failing")
+        finally:
+            stop.set()
+            deleter.join(timeout=30)
+
+
+def test_a_lease_outlasts_every_retry_of_an_s3_delete(settings: Settings) -> None:
+    coordinator = Coordinator(settings)
+    budget = store.request_budget_seconds(store.client(settings))
+    assert budget > 0
+    assert coordinator._lease_seconds > budget  # noqa: SLF001 - the lease the deleter takes
+
+
+@contextmanager
+def isolated_coordinator(settings: Settings) -> Iterator[tuple[Settings, str]]:
+    """A coordinator with its own vhost and ledger database, serving HTTP; yields its settings and URL."""
+    with temporary_vhost(settings.amqp_url) as url, temporary_database(settings.database_url) as dsn:
+        own = settings.model_copy(update={"amqp_url": url, "database_url": dsn})
+        port = free_port()
+        running = Running("coordinator", lambda stop: Coordinator(own).run(stop, port))
+        try:
+            wait_until(lambda: reachable(port), 30, "the coordinator's HTTP endpoint")
+            yield own, f"http://127.0.0.1:{port}"
+        finally:
+            running.stop()
+
+
+def reachable(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_a_flood_of_requests_cannot_take_the_ledger_from_the_consuming_path(
+    settings: Settings, s3: Any, keyring: Keyring, stored: Callable[..., Pointer],
+    object_exists: Callable[[Pointer], bool],
+) -> None:
+    with isolated_coordinator(settings) as (own, url):
+        port = int(url.rsplit(":", 1)[1])
+        database = own.database_url.rsplit("/", 1)[1]
+        # Silent connections that hold a request slot until their socket times out.
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(MAX_CONCURRENT_REQUESTS // 2)]
+        answers: dict[int, int] = {}
+        peak = [0]
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def flood() -> None:
+            while not stop.is_set():
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+                try:
+                    connection.request("GET", f"/jobs/{unique('flood')}")
+                    status = connection.getresponse().status
+                except OSError:
+                    status = 0
+                finally:
+                    connection.close()
+                with lock:
+                    answers[status] = answers.get(status, 0) + 1
+
+        def watch() -> None:
+            while not stop.is_set():
+                count = execute(settings.database_url, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                                database)[0][0]
+                peak[0] = max(peak[0], count)
+                stop.wait(0.05)
+
+        threads = [threading.Thread(target=flood, daemon=True) for _ in range(48)] + [threading.Thread(target=watch)]
+        for thread in threads:
+            thread.start()
+        try:
+            # Meanwhile the consuming path counts ACKs and the deleter deletes, on ledger connections of their own.
+            (billing,) = [unique("billing")]
+            broker = BrokerSession(own.amqp_url, lambda channel: topology.declare(channel, [billing]))
+            try:
+                pointer = stored([billing])
+                publish_pointer(broker, keyring, pointer)
+                body = ack_for(pointer, billing).encode()
+                broker.publish(topology.ACK_EXCHANGE, topology.ACK_ROUTING_KEY, body, message_id="flood-ack",
+                               headers=keyring.sign(body))
+            finally:
+                broker.close()
+            wait_until(lambda: not object_exists(pointer), 60, "the object deleted during the flood")
+            wait_until(lambda: sum(answers.values()) >= 200, 60, "the flood to be answered")
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+            for connection in silent:
+                connection.close()
+        assert answers.get(200, 0) > 0, answers
+        assert set(answers) <= {200, 503}, f"requests failed otherwise than with 503: {answers}"
+        # consume + deleter + sweeper + at most the HTTP pool; a connection per request thread before.
+        assert peak[0] <= 3 + HTTP_LEDGER_CONNECTIONS, f"{peak[0]} ledger connections during the flood"
+
+
+def test_a_pointer_redelivered_after_its_object_was_deleted_is_settled_quietly(
+    settings: Settings, coordinator_url: str, recipients: Callable[..., list[str]], stored: Callable[..., Pointer],
+    broker: BrokerSession, keyring: Keyring, ledger: Ledger, dead_letters: DeadLetters,
+) -> None:
+    (billing,) = recipients("billing")
+    consumer = RecipientConsumer(settings.model_copy(update={"coordinator_url": coordinator_url}), billing)
+    running = Running("consumer", consumer.run)
+    try:
+        pointer = stored([billing])
+        publish_pointer(broker, keyring, pointer)
+        wait_until(lambda: ledger.job_progress(pointer.job).deleted == 1, 30, "the object confirmed and deleted")
+        settled = metrics.CONSUMED.labels(billing, "already_settled")
+        before = settled._value.get()
+        # What a lost delivery-ack causes: the same pointer delivered to billing again.
+        body = pointer.encode()
+        broker.publish(topology.POINTER_EXCHANGE, billing, body, message_id=f"again-{pointer.object_id}",
+                       headers=keyring.sign(body))
+        wait_until(lambda: settled._value.get() == before + 1, 30, "the redelivered pointer settled quietly")
+        dead_letters.drain()
+        assert f"again-{pointer.object_id}" not in dead_letters.seen
+        assert consumer.stats.dead_lettered == 0
+    finally:
+        running.stop()
