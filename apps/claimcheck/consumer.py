@@ -103,6 +103,11 @@ class RecipientConsumer:
             gate=self._storage_down,
         )
 
+    @property
+    def consuming(self) -> threading.Event:
+        """Set while this replica is connected and consuming its queue (declared by then)."""
+        return self._loop.connected
+
     def run(self, stop: threading.Event, http_port: int | None = None) -> None:
         """Consume until ``stop`` is set; with ``http_port``, serve health, readiness and metrics."""
         log.info("consumer %s started", self.name)

@@ -224,8 +224,9 @@ def _decode(body: bytes, kinds: tuple[type[M], ...]) -> M:
         return kind.model_validate(document)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or expected_type
-        raise InvalidMessage(f"invalid {expected_type}: {brief(where, 80)}: {brief(first['msg'], 200)}") from None
+        where = ".".join(str(part) for part in first["loc"])
+        what = brief(str(first["msg"]).removeprefix("Value error, "), 200)
+        raise InvalidMessage(f"invalid {expected_type}: {brief(where, 80) + ': ' if where else ''}{what}") from None
 
 
 def brief(value: object, limit: int = 60) -> str:

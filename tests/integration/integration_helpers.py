@@ -44,6 +44,7 @@ class DeadLetters:
     def __init__(self, amqp_url: str) -> None:
         self._url = amqp_url
         self.seen: dict[str, tuple[dict[str, Any], bytes]] = {}
+        self.reasons: dict[tuple[str, str], str] = {}  # (message id, source queue) -> reason
 
     def drain(self) -> None:
         connection = pika.BlockingConnection(parameters(self._url))
@@ -54,7 +55,10 @@ class DeadLetters:
                 method, properties, body = channel.basic_get(topology.DEAD_LETTER_QUEUE, auto_ack=True)
                 if method is None:
                     return
-                self.seen[properties.message_id] = (dict(properties.headers or {}), body)
+                headers = dict(properties.headers or {})
+                self.seen[properties.message_id] = (headers, body)
+                source = str(headers.get(topology.SOURCE_HEADER, ""))
+                self.reasons[(properties.message_id, source)] = str(headers.get(topology.REASON_HEADER, ""))
         finally:
             connection.close()
 
