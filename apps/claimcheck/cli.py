@@ -16,7 +16,7 @@ import click
 from pydantic import ValidationError
 
 from claimcheck import logsetup, runtime, store, topology
-from claimcheck.broker import BrokerSession
+from claimcheck.broker import BrokerRefused, BrokerSession
 from claimcheck.config import settings
 from claimcheck.protocol import RESERVED_RECIPIENTS
 from claimcheck.sizes import format_size, parse_size
@@ -95,6 +95,9 @@ def main() -> None:
         first = exc.errors()[0]
         name = "CLAIMCHECK_" + "_".join(str(part) for part in first["loc"]).upper()
         click.echo(f"claimcheck: error: invalid configuration {name}: {first['msg']}", err=True)
+        sys.exit(2)
+    except BrokerRefused as exc:  # credentials, permissions, vhost, queue arguments: no retry helps
+        click.echo(f"claimcheck: error: {exc}", err=True)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 

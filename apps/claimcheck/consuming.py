@@ -17,7 +17,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from tenacity import Retrying, retry_if_exception, stop_never, wait_random_exponential
 
 from claimcheck import metrics
-from claimcheck.broker import RETRYABLE, Declare, parameters
+from claimcheck.broker import RETRYABLE, Declare, parameters, refusal, refused, reported_by_caller
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,15 @@ class ConsumerLoop:
         self.connected = threading.Event()
 
     def run(self, stop: threading.Event) -> None:
-        """Block, consuming, until ``stop`` is set."""
+        """Block, consuming, until ``stop`` is set.
+
+        Raises :class:`claimcheck.broker.BrokerRefused` at once when the broker refuses something no reconnect
+        can fix (credentials, permissions, virtual host, a queue declared with other arguments).
+        """
         retrying = Retrying(
-            retry=retry_if_exception(lambda exc: isinstance(exc, (*RETRYABLE, DependencyDown)) and not stop.is_set()),
+            retry=retry_if_exception(
+                lambda exc: isinstance(exc, (*RETRYABLE, DependencyDown)) and refusal(exc) is None and not stop.is_set()
+            ),
             wait=wait_random_exponential(multiplier=0.1, max=3),
             stop=stop_never,
             before_sleep=self._before_reconnect,
@@ -147,12 +153,13 @@ class ConsumerLoop:
     def _consume_until(self, stop: threading.Event) -> None:
         self._wait_for_dependencies(stop)
         try:
-            self._connection = BlockingConnection(parameters(self._url))
-            channel = self._connection.channel()
-            self._declare(channel)
-            channel.basic_qos(prefetch_count=self._prefetch)
-            for queue in self._queues:
-                channel.basic_consume(queue, self._dispatcher(queue))
+            with reported_by_caller():
+                self._connection = BlockingConnection(parameters(self._url))
+                channel = self._connection.channel()
+                self._declare(channel)
+                channel.basic_qos(prefetch_count=self._prefetch)
+                for queue in self._queues:
+                    channel.basic_consume(queue, self._dispatcher(queue))
             self.connected.set()
             log.info("consuming %s", ", ".join(self._queues))
             while not stop.is_set():
@@ -160,6 +167,10 @@ class ConsumerLoop:
                 if self._after_read is not None:
                     self._drain_readable()
                     self._after_read()
+        except RETRYABLE as exc:
+            if (error := refused(exc, self._url)) is not None:
+                raise error from exc
+            raise
         finally:
             self.connected.clear()
             self._close()
