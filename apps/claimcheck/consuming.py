@@ -21,6 +21,9 @@ from claimcheck.broker import RETRYABLE, Declare, parameters, refusal, refused, 
 
 log = logging.getLogger(__name__)
 
+# The broker's delivery counter is at most an unsigned 64-bit integer; anything else was forged.
+MAX_DELIVERY_COUNT = 2**64 - 1
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -35,8 +38,16 @@ class Delivery:
 
     @property
     def delivery_count(self) -> int:
-        """Earlier deliveries of this message, as the quorum queue counts them."""
-        return int((self.properties.headers or {}).get("x-delivery-count", 0))
+        """Earlier deliveries of this message, as the quorum queue counts them.
+
+        Total: anyone who can publish can also set this header to anything (a string, bytes, a
+        table, a huge or negative number); whatever is not a count the broker could have set is 0.
+        """
+        headers = getattr(self.properties, "headers", None)
+        value = headers.get("x-delivery-count", 0) if isinstance(headers, dict) else 0
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DELIVERY_COUNT:
+            return 0
+        return value
 
     def ack(self) -> None:
         """Acknowledge, unless the channel died meanwhile (then the broker redelivers it)."""
