@@ -113,38 +113,68 @@ def list_keys(s3: Any, bucket: str, prefix: str = "") -> list[str]:
     return keys
 
 
-def _object_chunks(s3: Any, pointer: Pointer) -> Iterator[bytes]:
+def _open_object(s3: Any, pointer: Pointer) -> Any:
+    """GET the object; refuse it before reading a byte when its Content-Length is not the announced size."""
     try:
         response = s3.get_object(Bucket=pointer.bucket, Key=pointer.key)
     except ClientError as exc:
         if exc.response["Error"]["Code"] in ("NoSuchKey", "404", "NotFound"):
             raise ObjectMissing(f"object s3://{pointer.bucket}/{pointer.key} does not exist") from None
         raise
-    yield from response["Body"].iter_chunks(READ_CHUNK)
+    body = response["Body"]
+    length = response.get("ContentLength")
+    if isinstance(length, int) and length != pointer.object_size:
+        body.close()  # closes the connection instead of draining it
+        raise IntegrityError(
+            f"object size mismatch: pointer says {pointer.object_size}, S3 announces {length} bytes; not downloaded"
+        )
+    return body
+
+
+def _object_chunks(body: Any, announced: int) -> Iterator[bytes]:
+    """The object's bytes, refusing the first one beyond the ``announced`` size whatever S3 said."""
+    read = 0
+    while True:
+        chunk = body.read(min(READ_CHUNK, announced - read + 1))
+        if not chunk:
+            return
+        read += len(chunk)
+        if read > announced:
+            raise IntegrityError(f"object size mismatch: pointer says {announced}, object has more bytes")
+        yield chunk
 
 
 def download_verified(s3: Any, pointer: Pointer) -> IO[bytes]:
     """Download, decompress and verify the payload ``pointer`` names; return it rewound.
 
     Sizes and sha256 of the stored object and of the decompressed payload must all match the
-    pointer, otherwise :class:`IntegrityError` says which. Decompression stops as soon as the
-    output exceeds the announced size, so a forged pointer cannot inflate a gzip bomb.
+    pointer, otherwise :class:`IntegrityError` says which. Every check fails as early as the
+    bytes allow, so a forged pointer costs neither bandwidth, time, memory nor disk: an object
+    whose Content-Length is not the announced size is not read at all; reading stops at the
+    first byte past the announced object size; decompression stops as soon as the output
+    exceeds the announced payload size (a gzip bomb) and as soon as the gzip stream ends, if it
+    ends short of the announced payload or before the object does. At most the announced
+    payload size is ever written to the returned spool (memory, then disk).
     """
     object_hash, payload_hash = hashlib.sha256(), hashlib.sha256()
     object_size = 0
     decompressor = isal_zlib.decompressobj(31)  # same API as zlib's, ~2x faster
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+    body = None
     try:
-        for chunk in _object_chunks(s3, pointer):
+        body = _open_object(s3, pointer)
+        for chunk in _object_chunks(body, pointer.object_size):
             object_size += len(chunk)
             object_hash.update(chunk)
             _feed(decompressor, chunk, payload_hash, spool, pointer.payload_size)
+            if decompressor.eof:
+                _check_stream_end(decompressor, spool, pointer, object_size)
         _expect("object size", object_size, pointer.object_size)
         _expect("object sha256", object_hash.hexdigest(), pointer.object_sha256)
         _emit(decompressor.flush(), payload_hash, spool, pointer.payload_size)
-        if not decompressor.eof or decompressor.unused_data:
-            raise IntegrityError("gzip stream is truncated or has trailing data")
-        _expect("payload size", spool.tell(), pointer.payload_size)
+        if not decompressor.eof:
+            raise IntegrityError("gzip stream is truncated: the object ends before the gzip stream does")
+        _check_stream_end(decompressor, spool, pointer, object_size)
         _expect("payload sha256", payload_hash.hexdigest(), pointer.payload_sha256)
     except _GZIP_ERRORS as exc:
         spool.close()
@@ -152,8 +182,24 @@ def download_verified(s3: Any, pointer: Pointer) -> IO[bytes]:
     except BaseException:
         spool.close()
         raise
+    finally:
+        if body is not None:
+            body.close()
     spool.seek(0)
     return spool  # type: ignore[return-value]
+
+
+def _check_stream_end(decompressor: Any, spool: IO[bytes], pointer: Pointer, object_read: int) -> None:
+    """At the end of the gzip stream: it must carry the whole payload and end with the object."""
+    if spool.tell() != pointer.payload_size:
+        raise IntegrityError(
+            f"payload size mismatch: pointer says {pointer.payload_size}, the gzip stream ends after {spool.tell()}"
+        )
+    if decompressor.unused_data or object_read < pointer.object_size:
+        raise IntegrityError(
+            f"gzip stream has trailing data: it ends {object_read - len(decompressor.unused_data)} bytes into "
+            f"an object of {pointer.object_size}"
+        )
 
 
 def _feed(decompressor: Any, data: bytes, digest: Any, sink: IO[bytes], limit: int) -> None:
@@ -173,3 +219,11 @@ def _emit(output: bytes, digest: Any, sink: IO[bytes], limit: int) -> None:
 def _expect(what: str, actual: object, announced: object) -> None:
     if actual != announced:
         raise IntegrityError(f"{what} mismatch: pointer says {announced}, object has {actual}")
+
+
+def request_budget_seconds(s3: Any) -> float:
+    """The longest one S3 request of ``s3`` can take with every retry: its attempts times its
+    connect and read timeouts, plus the standard retry mode's backoff (at most 20 s a retry)."""
+    config = s3.meta.config
+    attempts = int((config.retries or {}).get("max_attempts", 5))
+    return float(attempts * (config.connect_timeout + config.read_timeout) + (attempts - 1) * 20)
