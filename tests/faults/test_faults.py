@@ -10,11 +10,14 @@ fault (and from its repair) to its next confirmed publish / ACK (docs/failure-mo
 
 import re
 import time
+import uuid
 
+import pika
 import pytest
 
 from claimcheck import store, topology
 from claimcheck.producer import store_payload
+from claimcheck.signing import KEY_ID_HEADER, SIGNATURE_HEADER
 from fault_harness import (
     Component,
     Fault,
@@ -304,3 +307,54 @@ def test_haproxy_restart(scenario: Scenario) -> None:
     stack("haproxy-restart")
     fault.restored_at = time.time()
     finish(scenario, producer, [fault])
+
+
+# ------------------------------------------------------------------------- hostile input --
+
+
+def hostile_messages() -> list[tuple[bytes, dict[str, object]]]:
+    """Forged, malformed, oversized and odd-header messages; none of them may be processed."""
+    return [
+        (b"{}", {KEY_ID_HEADER: "local", SIGNATURE_HEADER: "\u00e9" * 64}),  # crashed every process before
+        (b"{}", {KEY_ID_HEADER: ["local"], SIGNATURE_HEADER: 7, "x-delivery-count": "many"}),
+        (b"[" * 50_000, {}),
+        (b"\xff\xfe\xfd", {KEY_ID_HEADER: "local", SIGNATURE_HEADER: "00" * 32}),
+        (b"x" * 100_000, {}),
+        (b'{"type": "pointer", "version": 1}', {"x-padding": "p" * 30_000}),
+    ]
+
+
+def test_hostile_burst_into_every_queue_during_a_run(scenario: Scenario) -> None:
+    """Hundreds of such messages into the coordinator's queues and every recipient's queue while
+    traffic flows: each one is dead-lettered, no process stops, the run completes untouched."""
+    producer = scenario.start_all(COUNT, SIZE, rate=20)
+    scenario.wait_flowing()
+    fault = inject(scenario, "hostile burst into every queue", producer)
+    routes = [(topology.POINTER_EXCHANGE, topology.COORDINATOR_ROUTING_KEY), (topology.ACK_EXCHANGE, topology.ACK_ROUTING_KEY)]
+    routes += [(topology.POINTER_EXCHANGE, recipient) for recipient in scenario.recipients]
+    prefix = f"hostile-{uuid.uuid4().hex[:8]}"
+    connection = pika.BlockingConnection(pika.URLParameters(scenario.settings.amqp_url))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        sent = 0
+        for round_ in range(15):
+            for kind, (body, headers) in enumerate(hostile_messages()):
+                for exchange, routing_key in routes:
+                    channel.basic_publish(exchange, routing_key, body, pika.BasicProperties(
+                        message_id=f"{prefix}-{round_}-{kind}-{routing_key}", headers=headers), mandatory=True)
+                    sent += 1
+    finally:
+        connection.close()
+    fault.restored_at = time.time()
+    fault.notes["hostile_messages"] = sent
+
+    def parked() -> int:
+        return sum(1 for component in scenario.components for line in component.messages()
+                   if f"dead-lettered message {prefix}-" in line)
+
+    wait_until(lambda: parked() >= sent, 120, f"all {sent} hostile messages dead-lettered", poll=0.5)
+    assert parked() == sent, "a hostile message was dead-lettered twice"
+    finish(scenario, producer, [fault])
+    stopped = [c.name for c in [scenario.coordinator, *scenario.consumers] if c is not None and not c.alive]
+    assert not stopped, f"components stopped by hostile input: {stopped}"
