@@ -163,6 +163,8 @@ class RecipientConsumer:
                 self._hook(pointer, payload)
         try:
             self._publish_ack(pointer)
+        except BrokerRefused:
+            raise  # not a passing failure: the replica stops with the broker's reason (see _settle)
         except Exception as exc:  # noqa: BLE001 - the publisher already retried; the pointer goes back
             raise AckNotPublished(f"business ACK for object {pointer.object_id} not confirmed: {exc}") from exc
 
@@ -223,6 +225,9 @@ class RecipientConsumer:
                 raise
 
     def _settle(self, delivery: Delivery, pointer: Pointer, error: BaseException | None) -> None:
+        if isinstance(error, BrokerRefused):
+            delivery.requeue()
+            raise error  # on the connection's thread: the loop stops with this one-line cause
         if isinstance(error, AlreadySettled):
             log.info("%s; settling the redelivered pointer", error,
                      extra={"object_id": pointer.object_id, "job": pointer.job, "recipient": self._recipient})

@@ -90,6 +90,7 @@ class Coordinator:
         try:
             self._loop.run(stop)
         finally:
+            stop.set()  # the loop may have ended on a refusal: the deleter and sweeper stop with it
             self._deleter.join(timeout=10)
             if server is not None:
                 server.shutdown()

@@ -184,28 +184,30 @@ def produce(settings: Settings, request: RunRequest) -> Iterator[Pointer]:
     keyring = settings.keyring()
     announce = Announcer(settings, keyring)
     reconnecting(broker.channel)()  # declare the recipients' queues before the first pointer can be routed
+    uploads = ThreadPoolExecutor(max_workers=request.parallelism, thread_name_prefix="upload")
+    started = time.monotonic()
+
+    def paced(seq: int) -> Pointer:
+        # Pace the uploads, not the publishes: otherwise every object is stored at full
+        # speed and then waits unreferenced in S3, and pointer.created_at says nothing.
+        if rate > 0:
+            time.sleep(max(0.0, started + seq / rate - time.monotonic()))
+        return store_payload(s3, settings, job, seq, request.size, recipients, announce)
+
     try:
-        with ThreadPoolExecutor(max_workers=request.parallelism, thread_name_prefix="upload") as uploads:
-            started = time.monotonic()
-
-            def paced(seq: int) -> Pointer:
-                # Pace the uploads, not the publishes: otherwise every object is stored at full
-                # speed and then waits unreferenced in S3, and pointer.created_at says nothing.
-                if rate > 0:
-                    time.sleep(max(0.0, started + seq / rate - time.monotonic()))
-                return store_payload(s3, settings, job, seq, request.size, recipients, announce)
-
-            for pointer in uploads.map(paced, range(request.count)):
-                announce.check_fresh(pointer)
-                with metrics.PUBLISH_SECONDS.time():
-                    publish_pointer(broker, keyring, pointer)
-                metrics.PUBLISHED_OBJECTS.inc()
-                metrics.PUBLISHED_BYTES.inc(pointer.payload_size)
-                metrics.STORED_BYTES.inc(pointer.object_size)
-                log.info("published object %s of job %s", pointer.object_id, job,
-                         extra={"object_id": pointer.object_id, "job": job})
-                yield pointer
+        for pointer in uploads.map(paced, range(request.count)):
+            announce.check_fresh(pointer)
+            with metrics.PUBLISH_SECONDS.time():
+                publish_pointer(broker, keyring, pointer)
+            metrics.PUBLISHED_OBJECTS.inc()
+            metrics.PUBLISHED_BYTES.inc(pointer.payload_size)
+            metrics.STORED_BYTES.inc(pointer.object_size)
+            log.info("published object %s of job %s", pointer.object_id, job,
+                     extra={"object_id": pointer.object_id, "job": job})
+            yield pointer
     finally:
+        # A failed or abandoned run starts no further uploads (each would be an orphan).
+        uploads.shutdown(wait=True, cancel_futures=True)
         broker.close()
         announce.close()
 
