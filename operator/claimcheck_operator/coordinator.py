@@ -37,21 +37,27 @@ def fetch_progress(base_url: str, job: str, timeout: float) -> Progress:
         raise CoordinatorError(str(exc)) from None
 
 
-def forget_job(base_url: str, job: str, timeout: float) -> str:
+def forget_job(base_url: str, job: str, timeout: float, token: str = "") -> str:
     """Ask the coordinator to drop a deleted run's pending objects (``DELETE /jobs/<job>``).
 
-    This endpoint is a proposed extension of the contract (see docs/operator.md). Returns a
-    short outcome; 404/405/501 mean "nothing to do / not supported" and are not errors, so
-    deleting a ClaimCheckJob never hangs on an older coordinator.
+    ``token`` (``CLAIMCHECK_CONTROL_TOKEN``) is sent as ``Authorization: Bearer <token>``: the
+    coordinator cancels a run only for a caller holding one of its ``CLAIMCHECK_CONTROL_TOKENS``.
+    Returns a short outcome; 404/405/501 mean "nothing to do / not supported" and are not
+    errors, so deleting a ClaimCheckJob never hangs on an older coordinator. 401/403 are errors
+    that name the token, never print it.
     """
     url = _url(base_url, job)
-    request = urllib.request.Request(url, method="DELETE")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, method="DELETE", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return f"coordinator answered HTTP {response.status}"
     except urllib.error.HTTPError as exc:
         if exc.code in (404, 405, 501):
             return f"coordinator answered HTTP {exc.code}"
+        if exc.code in (401, 403):
+            held = "a token the coordinator does not accept" if token else "no CLAIMCHECK_CONTROL_TOKEN"
+            raise CoordinatorError(f"DELETE {url} answered HTTP {exc.code}: the operator sent {held}") from None
         raise CoordinatorError(f"DELETE {url} answered HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise CoordinatorError(f"DELETE {url} failed: {getattr(exc, 'reason', exc)}") from None

@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from claimcheck_operator import GROUP, PLURAL, VERSION, coordinator, kube, metrics, naming
+from claimcheck_operator import GROUP, PLURAL, VERSION, admission, coordinator, kube, metrics, naming
 from claimcheck_operator.builders import Owner, build_all
 from claimcheck_operator.conditions.base import make
 from claimcheck_operator.config import FINALIZER, OperatorConfig, reconcile_interval
@@ -52,8 +52,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
         # A wrong setting does not fix itself: stop the operator so the Pod shows the error.
         raise kopf.PermanentError(f"cannot start: {exc}") from exc
     memo["config"] = config
-    logger.info("claimcheck operator: image %s, env Secret %s, coordinator %s, stuck after %gs",
-                config.app_image, config.app_env_secret, config.coordinator_url, config.stuck_after_seconds)
+    logger.info("claimcheck operator: image %s (allowlist: %s), recipients %s, Secrets %s-*, coordinator %s%s, "
+                "stuck after %gs", config.app_image, ", ".join(config.image_allowlist) or "none",
+                ", ".join(config.recipients) or "none", config.secret_prefix, config.coordinator_url,
+                "" if config.control_token else " (no CLAIMCHECK_CONTROL_TOKEN: cancelling a run will be refused)",
+                config.stuck_after_seconds)
 
 
 def _namespace(namespace: str | None) -> str:
@@ -89,6 +92,14 @@ def create_jobs(
         kopf.warn(body, reason="InvalidSpec", message=str(exc))
         return
     config = _config(memo)
+    refused = admission.refusal(run, config)
+    if refused is not None:
+        # Not retried: the chart's configuration, not time, decides. No Job is created.
+        failed = make("Failed", "True", refused.reason, refused.message, None, now)
+        patch.status.update({"phase": FAILED, "conditions": [failed], "completionTime": now})
+        kopf.warn(body, reason=refused.reason, message=refused.message)
+        logger.warning("refused %s: %s", naming.job_id(namespace, name), refused.message)
+        return
     uid = body.metadata.uid or ""
     created: list[str] = []
     for manifest in build_all(Owner(namespace=namespace, name=name), run, config):
@@ -153,9 +164,12 @@ def observe_run(
     applied = Applied.from_status(previous)
     if applied is None:
         try:
-            applied = _applied(spec, parse_spec(spec))
+            run = parse_spec(spec)
         except ValueError:
             return  # create_jobs reports an invalid spec
+        if admission.refusal(run, config) is not None:
+            return  # create_jobs reports the refusal; there is nothing to observe
+        applied = _applied(spec, run)
     observation = _observe(namespace, name, body.metadata.uid or "", applied, config)
     current = reconcile(previous, applied, spec_hash(spec), observation, _now(), config.stuck_after_seconds)
     metrics.set_phase(namespace, name, current.get("phase"))
@@ -186,14 +200,25 @@ def clean_up(
     metrics.set_phase(namespace, name, None)
     metrics.RECONCILES.labels("delete", "changed").inc()
     recipients = list(status.get("applied", {}).get("recipients") or [r.get("name", "") for r in spec.get("recipients") or []])
+    uid = body.metadata.uid or ""
     for job_name in [naming.producer_job_name(name), *(naming.consumer_job_name(name, r) for r in recipients if r)]:
-        if kube.delete_job(namespace, job_name):
+        existing = kube.read_job(namespace, job_name)
+        if existing is None:
+            continue
+        if not kube.owned(existing, uid, naming.ownership_labels(name)):
+            # A same-named Job this resource did not create: someone else's, left alone.
+            logger.info("left Job %s alone: not owned by this ClaimCheckJob", job_name)
+            continue
+        if kube.delete_job(namespace, job_name, (existing.get("metadata") or {}).get("uid", "")):
             logger.info("deleted Job %s", job_name)
     if status.get("phase") == "Succeeded":
         return  # everything of the run is already deleted
+    if any(c.get("type") == "Failed" and c.get("reason") in admission.REASONS for c in status.get("conditions") or []):
+        return  # refused before anything ran: nothing was published under this job id
     job = naming.job_id(namespace, name)
     try:
-        outcome = coordinator.forget_job(config.coordinator_url, job, config.coordinator_timeout_seconds)
+        outcome = coordinator.forget_job(config.coordinator_url, job, config.coordinator_timeout_seconds,
+                                         config.control_token)
     except coordinator.CoordinatorError as exc:
         if retry < CLEANUP_RETRIES:
             raise kopf.TemporaryError(f"{exc}; will retry", delay=CLEANUP_RETRY_DELAY) from None

@@ -52,12 +52,19 @@ def create_job(namespace: str, manifest: Mapping[str, Any]) -> bool:
     return True
 
 
-def delete_job(namespace: str, name: str) -> bool:
-    """Delete the Job and (in the background) its Pods; False if it was already gone."""
+def delete_job(namespace: str, name: str, uid: str) -> bool:
+    """Delete the Job with this ``uid`` and (in the background) its Pods; False if it was already gone.
+
+    The uid precondition makes the API server refuse (409) to delete a different Job that took
+    the name in the meantime: only the Job that was checked as ours is deleted.
+    """
+    options = kubernetes.client.V1DeleteOptions(
+        propagation_policy="Background", preconditions=kubernetes.client.V1Preconditions(uid=uid)
+    )
     try:
-        _batch().delete_namespaced_job(name, namespace, propagation_policy="Background")
+        _batch().delete_namespaced_job(name, namespace, body=options)
     except ApiException as exc:
-        if exc.status == 404:
+        if exc.status in (404, 409):
             return False
         raise
     return True
@@ -66,3 +73,10 @@ def delete_job(namespace: str, name: str) -> bool:
 def owner_uids(job: Mapping[str, Any]) -> set[str]:
     """UIDs of the Job's owners, to tell our Job from a same-named leftover."""
     return {ref.get("uid", "") for ref in (job.get("metadata") or {}).get("ownerReferences") or []}
+
+
+def owned(job: Mapping[str, Any], owner_uid: str, labels: Mapping[str, str]) -> bool:
+    """Whether the operator made this Job for this ClaimCheckJob: an ownerReference to its uid
+    and the labels the builders set. A Job of the same name that someone else made is never touched."""
+    job_labels = (job.get("metadata") or {}).get("labels") or {}
+    return bool(owner_uid) and owner_uid in owner_uids(job) and all(job_labels.get(k) == v for k, v in labels.items())

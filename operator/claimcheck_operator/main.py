@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(
         prog="claimcheck-operator",
         description="Reconcile ClaimCheckJob resources into producer and consumer Jobs. "
-        "Configured by environment: CLAIMCHECK_APP_IMAGE, CLAIMCHECK_APP_ENV_SECRET, "
+        "Configured by environment: CLAIMCHECK_APP_IMAGE, CLAIMCHECK_OPERATOR_RECIPIENTS, "
+        "CLAIMCHECK_OPERATOR_SECRET_PREFIX, CLAIMCHECK_OPERATOR_IMAGE_ALLOWLIST, CLAIMCHECK_OPERATOR_IMAGE_PULL_SECRETS, "
+        "CLAIMCHECK_OPERATOR_JOB_RESOURCES, CLAIMCHECK_OPERATOR_JOB_RUN_AS_USER, CLAIMCHECK_OPERATOR_JOB_RUN_AS_GROUP, "
+        "CLAIMCHECK_CONTROL_TOKEN, "
         "CLAIMCHECK_COORDINATOR_URL, CLAIMCHECK_WATCH_NAMESPACES, CLAIMCHECK_STUCK_AFTER_SECONDS, "
         "CLAIMCHECK_OPERATOR_LIVENESS, CLAIMCHECK_OPERATOR_METRICS_PORT, CLAIMCHECK_LOG_LEVEL (see docs/operator.md).",
     ).parse_args(argv)

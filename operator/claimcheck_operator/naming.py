@@ -12,6 +12,8 @@ MAX_NAME = 63
 JOB_LABEL = "claimcheck.io/job"
 RECIPIENT_LABEL = "claimcheck.io/recipient"
 COMPONENT_LABEL = "app.kubernetes.io/component"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "claimcheck-operator"
 
 
 def shorten(text: str, limit: int = MAX_NAME) -> str:
@@ -42,9 +44,14 @@ def labels(name: str, component: str, recipient: str | None = None) -> dict[str,
         "app.kubernetes.io/instance": shorten(name),
         COMPONENT_LABEL: component,
         "app.kubernetes.io/part-of": "claimcheck",
-        "app.kubernetes.io/managed-by": "claimcheck-operator",
+        MANAGED_BY_LABEL: MANAGED_BY,
         JOB_LABEL: shorten(name),
     }
     if recipient is not None:
         result[RECIPIENT_LABEL] = recipient
     return result
+
+
+def ownership_labels(name: str) -> dict[str, str]:
+    """The labels every Job of ClaimCheckJob ``name`` carries; with the ownerReference they mark it as ours."""
+    return {JOB_LABEL: shorten(name), MANAGED_BY_LABEL: MANAGED_BY}

@@ -22,7 +22,14 @@ else:
 
 from kopf.testing import KopfRunner  # noqa: E402
 
-from operator_harness import CoordinatorStandIn, FakeCluster, OperatorFactory, kubeconfig_for  # noqa: E402
+from operator_harness import (  # noqa: E402
+    CONFIGURED_RECIPIENTS,
+    CONTROL_TOKEN,
+    CoordinatorStandIn,
+    FakeCluster,
+    OperatorFactory,
+    kubeconfig_for,
+)
 
 
 @pytest.fixture()
@@ -46,7 +53,11 @@ def operator_env(
         env = {
             "KUBECONFIG": path,
             "CLAIMCHECK_APP_IMAGE": "registry.example/claimcheck:test",
-            "CLAIMCHECK_APP_ENV_SECRET": "claimcheck-app-env",
+            "CLAIMCHECK_OPERATOR_SECRET_PREFIX": "cc",
+            "CLAIMCHECK_OPERATOR_RECIPIENTS": CONFIGURED_RECIPIENTS,
+            "CLAIMCHECK_OPERATOR_IMAGE_ALLOWLIST": "registry.example/claimcheck:*,other.example/cc:1.0",
+            "CLAIMCHECK_OPERATOR_IMAGE_PULL_SECRETS": "regcred",
+            "CLAIMCHECK_CONTROL_TOKEN": CONTROL_TOKEN,
             "CLAIMCHECK_COORDINATOR_URL": coordinator.url,
             "CLAIMCHECK_STUCK_AFTER_SECONDS": "600",
         }

@@ -26,6 +26,10 @@ from kopf.testing import KopfRunner
 from testkit import wait_until
 
 NAMESPACE = "runs"
+# The operator's CLAIMCHECK_CONTROL_TOKEN in these tests; the stand-in accepts only it for DELETE.
+CONTROL_TOKEN = "test-control-token-0123456789"
+# The recipient groups the "chart" configured (CLAIMCHECK_OPERATOR_RECIPIENTS).
+CONFIGURED_RECIPIENTS = "billing,audit,a"
 OperatorFactory = Callable[[], contextlib.AbstractContextManager[KopfRunner]]
 CCJ_PATH = "/apis/claimcheck.io/v1alpha1/namespaces/{ns}/claimcheckjobs"
 JOB_PATH = "/apis/batch/v1/namespaces/{ns}/jobs"
@@ -203,13 +207,17 @@ class CoordinatorStandIn:
     """A stand-in of the coordinator's HTTP contract (docs/interfaces.md), not of its logic.
 
     ``GET /jobs/<job>`` answers whatever the test put in ``jobs`` (documented JSON shape), 404
-    otherwise; ``DELETE /jobs/<job>`` (the proposed cleanup call) is recorded in ``deleted_jobs``.
+    otherwise, to anyone; ``DELETE /jobs/<job>`` (cancel) requires ``Authorization: Bearer
+    <token>`` with one of ``tokens``: without it 401 and nothing is recorded, with it the job is
+    recorded in ``deleted_jobs``. Every DELETE's Authorization header lands in ``delete_auth``.
     The real coordinator needs PostgreSQL, RabbitMQ and S3; it is exercised by the e2e test.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tokens: tuple[str, ...] = (CONTROL_TOKEN,)) -> None:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.deleted_jobs: list[str] = []
+        self.delete_auth: list[str | None] = []
+        self.tokens = tokens
         self.get_count = 0
         stand_in = self
 
@@ -223,6 +231,11 @@ class CoordinatorStandIn:
                 self._answer(200, {"job": job, **stand_in.jobs[job]})
 
             def do_DELETE(self) -> None:  # noqa: N802
+                auth = self.headers.get("Authorization")
+                stand_in.delete_auth.append(auth)
+                if auth not in {f"Bearer {token}" for token in stand_in.tokens}:
+                    self._answer(401, {"error": "a control token is required"})
+                    return
                 stand_in.deleted_jobs.append(self.path.removeprefix("/jobs/"))
                 self._answer(200, {"job": self.path.removeprefix("/jobs/"), "dropped": True})
 

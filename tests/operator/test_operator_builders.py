@@ -14,7 +14,8 @@ from claimcheck_operator.builders import Owner, build_all, build_consumer_job, b
 from claimcheck_operator.config import OperatorConfig
 from claimcheck_operator.spec import parse_spec, spec_hash
 
-CONFIG = OperatorConfig(app_image="img:1", app_env_secret="app-env")
+CONFIG = OperatorConfig(app_image="img:1", secret_prefix="rel", recipients=("billing", "audit"),
+                        image_pull_secrets=("regcred",))
 OWNER = Owner(namespace="ns", name="demo")
 SPEC: dict[str, Any] = {
     "producer": {"count": 100, "messageSize": "1MB", "verify": False, "parallelism": 3, "ratePerSecond": 20},
@@ -37,9 +38,10 @@ def test_producer_job() -> None:
         "producer", "--job", "ns.demo", "--count", "100", "--size", "1MB", "--recipients", "billing,audit",
         "--no-verify", "--parallelism", "3", "--rate", "20", "--http-port", "9102"]
     assert container(job)["image"] == "img:1"
-    assert container(job)["envFrom"] == [{"secretRef": {"name": "app-env"}}]
+    assert container(job)["envFrom"] == [{"secretRef": {"name": "rel-producer"}}]
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
-    assert "resources" not in container(job)
+    assert container(job)["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                           "limits": {"cpu": "1", "memory": "512Mi"}}
 
 
 def test_consumer_job_parallelism_is_replicas() -> None:
@@ -49,6 +51,7 @@ def test_consumer_job_parallelism_is_replicas() -> None:
     assert (job["spec"]["parallelism"], job["spec"]["completions"]) == (2, 2)
     assert container(job)["args"] == ["consumer", "--recipient", "billing", "--job", "ns.demo", "--expect", "100",
                                       "--http-port", "9102"]
+    assert container(job)["envFrom"] == [{"secretRef": {"name": "rel-recipient-billing"}}]
     labels = job["metadata"]["labels"]
     assert labels == job["spec"]["template"]["metadata"]["labels"]
     assert labels["claimcheck.io/job"] == "demo"
@@ -159,13 +162,77 @@ def test_spec_hash_is_order_independent_and_change_sensitive() -> None:
     assert spec_hash(SPEC) != spec_hash({**SPEC, "image": "x"})
 
 
+def test_every_job_pod_runs_under_the_restricted_profile_with_one_secret() -> None:
+    """The restricted Pod Security Standard, a read-only root with /tmp as emptyDir, no service
+    account token, the chart's pull secrets, resources, and exactly one Secret: its role's."""
+    for job in build_all(OWNER, parse_spec(SPEC), CONFIG):
+        pod = job["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                                          "seccompProfile": {"type": "RuntimeDefault"}}
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+        assert pod["volumes"] == [{"name": "tmp", "emptyDir": {}}]
+        (only,) = pod["containers"]
+        assert only["securityContext"] == {"runAsNonRoot": True, "allowPrivilegeEscalation": False,
+                                           "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
+                                           "seccompProfile": {"type": "RuntimeDefault"}}
+        assert only["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+        assert {"cpu", "memory"} <= set(only["resources"]["requests"]) and {"cpu", "memory"} <= set(only["resources"]["limits"])
+        secrets = [ref["secretRef"]["name"] for ref in only["envFrom"]]
+        assert len(secrets) == 1 and "env" not in only and "initContainers" not in pod
+        labels = job["metadata"]["labels"]
+        role = labels["app.kubernetes.io/component"]
+        expected = "rel-producer" if role == "producer" else f"rel-recipient-{labels['claimcheck.io/recipient']}"
+        assert secrets == [expected]
+
+
+def test_no_pull_secrets_when_none_configured() -> None:
+    config = OperatorConfig(app_image="img:1", recipients=("billing", "audit"))
+    assert all("imagePullSecrets" not in j["spec"]["template"]["spec"] for j in build_all(OWNER, parse_spec(SPEC), config))
+
+
+def test_admission_refuses_unconfigured_groups_and_foreign_images() -> None:
+    from claimcheck_operator.admission import IMAGE_NOT_ALLOWED, RECIPIENT_NOT_CONFIGURED, image_allowed, refusal
+
+    assert refusal(parse_spec(SPEC), CONFIG) is None
+    unknown = refusal(parse_spec({**SPEC, "recipients": [{"name": "billing"}, {"name": "payroll"}]}), CONFIG)
+    assert unknown and unknown.reason == RECIPIENT_NOT_CONFIGURED and "payroll" in unknown.message
+    nothing_configured = refusal(parse_spec(SPEC), OperatorConfig(app_image="img:1"))
+    assert nothing_configured and "configured: none" in nothing_configured.message
+    foreign = refusal(parse_spec({**SPEC, "image": "evil:1"}), CONFIG)
+    assert foreign and foreign.reason == IMAGE_NOT_ALLOWED and "evil:1" in foreign.message
+    # Empty allowlist: only the operator's own image (or none, which means it).
+    assert image_allowed("", CONFIG) and image_allowed("img:1", CONFIG) and not image_allowed("img:2", CONFIG)
+    listed = OperatorConfig(app_image="img:1", image_allowlist=("reg.example/cc:*", "other:1.0"))
+    assert image_allowed("reg.example/cc:0.2.0", listed) and image_allowed("other:1.0", listed)
+    assert not image_allowed("other:1.01", listed) and not image_allowed("reg.example/cc-evil:1", listed)
+    assert not image_allowed("reg.example/cc", listed)
+    assert not image_allowed("x", OperatorConfig(app_image="img:1", image_allowlist=("*",)))  # a bare * allows nothing
+
+
 def test_config_from_env() -> None:
     config = OperatorConfig.from_env({
-        "CLAIMCHECK_APP_IMAGE": "i:1", "CLAIMCHECK_APP_ENV_SECRET": "s",
+        "CLAIMCHECK_APP_IMAGE": "i:1", "CLAIMCHECK_OPERATOR_SECRET_PREFIX": "s",
+        "CLAIMCHECK_OPERATOR_RECIPIENTS": "billing, audit", "CLAIMCHECK_OPERATOR_IMAGE_ALLOWLIST": "a:1,b:*",
+        "CLAIMCHECK_OPERATOR_IMAGE_PULL_SECRETS": "r1,r2", "CLAIMCHECK_CONTROL_TOKEN": "tok",
+        "CLAIMCHECK_OPERATOR_JOB_RESOURCES": '{"limits": {"cpu": "2", "memory": "1Gi"}}',
+        "CLAIMCHECK_OPERATOR_JOB_RUN_AS_USER": "2000", "CLAIMCHECK_OPERATOR_JOB_RUN_AS_GROUP": "3000",
         "CLAIMCHECK_COORDINATOR_URL": "http://c:38080/", "CLAIMCHECK_STUCK_AFTER_SECONDS": "30",
     })
-    assert config == OperatorConfig(app_image="i:1", app_env_secret="s", coordinator_url="http://c:38080",
-                                    stuck_after_seconds=30.0)
+    assert config == OperatorConfig(app_image="i:1", secret_prefix="s", recipients=("billing", "audit"),
+                                    image_allowlist=("a:1", "b:*"), image_pull_secrets=("r1", "r2"),
+                                    job_resources={"limits": {"cpu": "2", "memory": "1Gi"}},
+                                    job_run_as_user=2000, job_run_as_group=3000, control_token="tok",
+                                    coordinator_url="http://c:38080", stuck_after_seconds=30.0)
+    assert (config.producer_secret, config.recipient_secret("audit")) == ("s-producer", "s-recipient-audit")
+    defaults = OperatorConfig.from_env({})
+    assert (defaults.recipients, defaults.control_token, defaults.producer_secret) == ((), "", "claimcheck-producer")
+    for key, value, message in [("CLAIMCHECK_OPERATOR_RECIPIENTS", "Billing", "DNS label"),
+                                ("CLAIMCHECK_OPERATOR_JOB_RESOURCES", "{", "not JSON"),
+                                ("CLAIMCHECK_OPERATOR_JOB_RESOURCES", '{"cpu": 1}', "requests and/or limits"),
+                                ("CLAIMCHECK_OPERATOR_JOB_RUN_AS_USER", "0", "non-zero")]:
+        with pytest.raises(ValueError, match=message):
+            OperatorConfig.from_env({key: value})
     assert OperatorConfig.from_env({}).stuck_after_seconds == 600.0
     with pytest.raises(ValueError, match="CLAIMCHECK_STUCK_AFTER_SECONDS"):
         OperatorConfig.from_env({"CLAIMCHECK_STUCK_AFTER_SECONDS": "soon"})

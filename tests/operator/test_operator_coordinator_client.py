@@ -20,6 +20,9 @@ ANSWERS: dict[str, tuple[int, bytes]] = {
 }
 
 
+SEEN_AUTH: list[str | None] = []
+
+
 @pytest.fixture()
 def server() -> Iterator[str]:
     class Handler(BaseHTTPRequestHandler):
@@ -31,7 +34,12 @@ def server() -> Iterator[str]:
             self.wfile.write(body)
 
         def do_DELETE(self) -> None:  # noqa: N802
-            self.send_response(405 if self.path.endswith("old") else 200)
+            SEEN_AUTH.append(self.headers.get("Authorization"))
+            if self.path.endswith("old"):
+                code = 405
+            else:
+                code = 200 if self.headers.get("Authorization") == "Bearer s3cret-token" else 401
+            self.send_response(code)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -66,7 +74,22 @@ def test_refused_connection() -> None:
 
 
 def test_forget_tolerates_an_older_coordinator(server: str) -> None:
-    assert forget_job(server, "ns.x", 2) == "coordinator answered HTTP 200"
+    assert forget_job(server, "ns.x", 2, "s3cret-token") == "coordinator answered HTTP 200"
     assert forget_job(server, "ns.old", 2) == "coordinator answered HTTP 405"
     with pytest.raises(CoordinatorError):
         forget_job("http://127.0.0.1:9", "ns.x", 2)
+
+
+def test_forget_sends_the_control_token_as_a_bearer_credential(server: str) -> None:
+    SEEN_AUTH.clear()
+    assert forget_job(server, "ns.x", 2, "s3cret-token") == "coordinator answered HTTP 200"
+    assert SEEN_AUTH == ["Bearer s3cret-token"]
+
+
+@pytest.mark.parametrize("token, says", [("", "no CLAIMCHECK_CONTROL_TOKEN"), ("wrong", "does not accept")])
+def test_forget_without_an_accepted_token_is_an_error_that_never_prints_it(server: str, token: str, says: str) -> None:
+    SEEN_AUTH.clear()
+    with pytest.raises(CoordinatorError, match="HTTP 401") as raised:
+        forget_job(server, "ns.x", 2, token)
+    assert says in str(raised.value) and (not token or token not in str(raised.value))
+    assert SEEN_AUTH == ([None] if not token else [f"Bearer {token}"])

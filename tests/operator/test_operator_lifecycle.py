@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from operator_harness import (
+    CONTROL_TOKEN,
     NAMESPACE,
     CoordinatorStandIn,
     FakeCluster,
@@ -54,7 +55,15 @@ def test_create_makes_owned_jobs(cluster: FakeCluster, coordinator: CoordinatorS
         assert job["spec"]["template"]["metadata"]["labels"]["claimcheck.io/job"] == "run1"
         container = job["spec"]["template"]["spec"]["containers"][0]
         assert container["image"] == "registry.example/claimcheck:test"
-        assert container["envFrom"] == [{"secretRef": {"name": "claimcheck-app-env"}}]
+        pod = job["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    # Each Job mounts its own role's Secret, and only that one.
+    assert billing["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "cc-recipient-billing"}}]
+    audit = cluster.job(NAMESPACE, "run1-consumer-audit")
+    assert audit and audit["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [
+        {"secretRef": {"name": "cc-recipient-audit"}}]
+    assert producer["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "cc-producer"}}]
     assert billing["spec"]["parallelism"] == billing["spec"]["completions"] == 2
     assert billing["spec"]["template"]["spec"]["containers"][0]["args"] == [
         "consumer", "--recipient", "billing", "--job", JOB_ID, "--expect", "5", "--http-port", "9102"]
@@ -332,6 +341,108 @@ def test_delete_stops_jobs_and_asks_the_coordinator_to_drop_the_run(
         wait_for("the resource to be gone", lambda: cluster.ccj(NAMESPACE, "run1") is None)
     assert cluster.jobs(NAMESPACE) == []
     assert coordinator.deleted_jobs == [JOB_ID]
+    # The cancel call carries the operator's control token (the coordinator answers 401 without it).
+    assert coordinator.delete_auth == [f"Bearer {CONTROL_TOKEN}"]
+
+
+def test_cancel_without_an_accepted_token_is_refused_and_reported(
+    cluster: FakeCluster, coordinator: CoordinatorStandIn, start_operator: OperatorFactory, monkeypatch: Any,
+) -> None:
+    """A coordinator that does not accept the operator's token drops nothing; deletion still ends,
+    with a CleanupIncomplete Warning that names the token problem (retries shortened for the test)."""
+    import claimcheck_operator.handlers as handlers
+
+    monkeypatch.setattr(handlers, "CLEANUP_RETRIES", 1)
+    monkeypatch.setattr(handlers, "CLEANUP_RETRY_DELAY", 0.2)
+    coordinator.tokens = ("another-token",)
+    with start_operator():
+        start_running(cluster)
+        wait_for("Running", phase_is(cluster, "Running"))
+        cluster.delete(f"/apis/claimcheck.io/v1alpha1/namespaces/{NAMESPACE}/claimcheckjobs/run1")
+        wait_for("the resource to be gone", lambda: cluster.ccj(NAMESPACE, "run1") is None, timeout=20)
+    assert coordinator.deleted_jobs == []
+    assert coordinator.delete_auth and set(coordinator.delete_auth) == {f"Bearer {CONTROL_TOKEN}"}
+    warnings = [e for e in cluster.events(NAMESPACE) if e["reason"] == "CleanupIncomplete"]
+    assert warnings and "HTTP 401" in warnings[0]["message"] and CONTROL_TOKEN not in warnings[0]["message"]
+
+
+def test_delete_leaves_a_same_named_job_it_does_not_own_alone(
+    cluster: FakeCluster, coordinator: CoordinatorStandIn, start_operator: OperatorFactory
+) -> None:
+    """The operator deletes only Jobs with an ownerReference to this ClaimCheckJob and its labels:
+    a stranger's Job named like one of the run's, and one that copies the labels but has no
+    ownerReference, both survive the deletion of the run."""
+    stranger = {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "run1-producer", "namespace": NAMESPACE, "labels": {"team": "someone-else"}},
+        "spec": {"template": {"spec": {"containers": [], "restartPolicy": "Never"}}},
+    }
+    lookalike = {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "run1-consumer-audit", "namespace": NAMESPACE,
+                     "labels": {"claimcheck.io/job": "run1", "app.kubernetes.io/managed-by": "claimcheck-operator"}},
+        "spec": {"template": {"spec": {"containers": [], "restartPolicy": "Never"}}},
+    }
+    stranger_uid = cluster.post(f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs", stranger)["metadata"]["uid"]
+    lookalike_uid = cluster.post(f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs", lookalike)["metadata"]["uid"]
+    with start_operator():
+        cluster.create_ccj(NAMESPACE, "run1", SPEC)
+        wait_for("the billing consumer Job", lambda: cluster.job(NAMESPACE, "run1-consumer-billing"))
+        cluster.delete(f"/apis/claimcheck.io/v1alpha1/namespaces/{NAMESPACE}/claimcheckjobs/run1")
+        wait_for("the resource to be gone", lambda: cluster.ccj(NAMESPACE, "run1") is None)
+    assert cluster.job(NAMESPACE, "run1-consumer-billing") is None  # ours: deleted
+    assert (cluster.job(NAMESPACE, "run1-producer") or {}).get("metadata", {}).get("uid") == stranger_uid
+    assert (cluster.job(NAMESPACE, "run1-consumer-audit") or {}).get("metadata", {}).get("uid") == lookalike_uid
+    deletes = [r.url.path for r in cluster.requests_log()
+               if str(r.method).upper().endswith("DELETE") and "/jobs/" in r.url.path]
+    assert deletes == [f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/run1-consumer-billing"]
+
+
+def test_an_unconfigured_recipient_group_is_refused_without_jobs(
+    cluster: FakeCluster, coordinator: CoordinatorStandIn, start_operator: OperatorFactory
+) -> None:
+    spec = {**SPEC, "recipients": [{"name": "billing"}, {"name": "payroll", "replicas": 2}]}
+    with start_operator():
+        cluster.create_ccj(NAMESPACE, "run1", spec)
+        failed = wait_for("Failed", phase_is(cluster, "Failed"))
+        # A few more timer passes: the refusal is final and nothing else is written or created.
+        polls = coordinator.get_count
+        time_left = time.monotonic() + 1.0
+        wait_for("a second", lambda: time.monotonic() >= time_left)
+        assert cluster.status(NAMESPACE, "run1") == failed
+        assert coordinator.get_count == polls
+    reason = condition(failed, "Failed")
+    assert reason["reason"] == "RecipientNotConfigured"
+    assert "payroll" in reason["message"] and "billing" not in reason["message"].split("(configured")[0]
+    assert cluster.jobs(NAMESPACE) == [] and cluster.job_creations() == []
+    assert any(e["reason"] == "RecipientNotConfigured" and e["type"] == "Warning" for e in cluster.events(NAMESPACE))
+
+
+def test_a_disallowed_image_is_refused_without_jobs(
+    cluster: FakeCluster, coordinator: CoordinatorStandIn, start_operator: OperatorFactory
+) -> None:
+    with start_operator():
+        cluster.create_ccj(NAMESPACE, "run1", {**SPEC, "image": "evil.example/claimcheck:test"})
+        failed = wait_for("Failed", phase_is(cluster, "Failed"))
+        cluster.create_ccj(NAMESPACE, "run2", {**SPEC, "image": "registry.example/claimcheck:0.2.0"})
+        wait_for("run2's Jobs", lambda: cluster.job(NAMESPACE, "run2-producer"))
+    reason = condition(failed, "Failed")
+    assert reason["reason"] == "ImageNotAllowed"
+    assert "evil.example/claimcheck:test" in reason["message"]
+    assert not [j for j in cluster.jobs(NAMESPACE) if j["metadata"]["name"].startswith("run1-")]
+    producer = cluster.job(NAMESPACE, "run2-producer")
+    assert producer and producer["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/claimcheck:0.2.0"
+
+
+def test_deleting_a_refused_run_asks_the_coordinator_nothing(
+    cluster: FakeCluster, coordinator: CoordinatorStandIn, start_operator: OperatorFactory
+) -> None:
+    with start_operator():
+        cluster.create_ccj(NAMESPACE, "run1", {**SPEC, "image": "evil.example/claimcheck:test"})
+        wait_for("Failed", phase_is(cluster, "Failed"))
+        cluster.delete(f"/apis/claimcheck.io/v1alpha1/namespaces/{NAMESPACE}/claimcheckjobs/run1")
+        wait_for("the resource to be gone", lambda: cluster.ccj(NAMESPACE, "run1") is None)
+    assert coordinator.delete_auth == []
 
 
 def test_invalid_spec_that_got_past_the_schema_is_reported(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 from claimcheck_operator.config import OperatorConfig
@@ -33,6 +34,27 @@ def metrics_annotations() -> dict[str, str]:
     return {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT), "prometheus.io/path": "/metrics"}
 
 
+def pod_security_context(config: OperatorConfig) -> dict[str, Any]:
+    """The restricted Pod Security profile at pod level: a numeric non-root user, RuntimeDefault seccomp."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": config.job_run_as_user,
+        "runAsGroup": config.job_run_as_group,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    """The restricted profile per container, plus a read-only root filesystem (/tmp is an emptyDir)."""
+    return {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def job_manifest(
     *,
     name: str,
@@ -43,24 +65,39 @@ def job_manifest(
     parallelism: int,
     spec: RunSpec,
     config: OperatorConfig,
+    secret_name: str,
     backoff_limit: int = BACKOFF_LIMIT,
 ) -> dict[str, Any]:
-    """A batch/v1 Job running ``claimcheck <args>`` with the application env Secret.
+    """A batch/v1 Job running ``claimcheck <args>`` with one role's Secret (``secret_name``) and nothing else.
 
     ``restartPolicy: Never`` makes a crashing pod count against ``backoffLimit`` so a broken
     run ends as a failed Job the operator can report, instead of restarting forever. Every pod
     serves Prometheus metrics on ``METRICS_PORT`` (``--http-port`` is appended to ``args``).
+    The pod runs under the restricted Pod Security profile with a read-only root filesystem
+    and an emptyDir on /tmp, has no service account token (it never talks to the Kubernetes
+    API), and pulls with the chart's imagePullSecrets.
     """
     container: dict[str, Any] = {
         "name": container_name,
         "image": image_for(spec, config),
         "command": ["claimcheck"],
         "args": [*args, "--http-port", str(METRICS_PORT)],
-        "envFrom": [{"secretRef": {"name": config.app_env_secret}}],
+        "envFrom": [{"secretRef": {"name": secret_name}}],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        "resources": dict(spec.resources) if spec.resources else json.loads(json.dumps(dict(config.job_resources))),
+        "securityContext": container_security_context(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
-    if spec.resources:
-        container["resources"] = dict(spec.resources)
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(config),
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+    }
+    if config.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": secret} for secret in config.image_pull_secrets]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -71,7 +108,7 @@ def job_manifest(
             "backoffLimit": backoff_limit,
             "template": {
                 "metadata": {"labels": dict(labels), "annotations": metrics_annotations()},
-                "spec": {"restartPolicy": "Never", "containers": [container]},
+                "spec": pod_spec,
             },
         },
     }

@@ -21,7 +21,11 @@ def consumer_args(owner: Owner, spec: RunSpec, recipient: Recipient) -> list[str
 
 
 def build_consumer_job(owner: Owner, spec: RunSpec, recipient: Recipient, config: OperatorConfig) -> dict[str, Any]:
-    """parallelism = completions = replicas: every replica must exit 0 for the Job to complete."""
+    """parallelism = completions = replicas: every replica must exit 0 for the Job to complete.
+
+    The pods get only this group's Secret: its broker user, the get-only S3 user, the pointer
+    verification keys and this group's own ACK signing key.
+    """
     return job_manifest(
         name=naming.consumer_job_name(owner.name, recipient.name),
         namespace=owner.namespace,
@@ -31,4 +35,5 @@ def build_consumer_job(owner: Owner, spec: RunSpec, recipient: Recipient, config
         parallelism=recipient.replicas,
         spec=spec,
         config=config,
+        secret_name=config.recipient_secret(recipient.name),
     )

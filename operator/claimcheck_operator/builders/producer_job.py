@@ -39,7 +39,11 @@ def producer_args(owner: Owner, spec: RunSpec) -> list[str]:
 
 
 def build_producer_job(owner: Owner, spec: RunSpec, config: OperatorConfig) -> dict[str, Any]:
-    """One pod (completions = parallelism = 1); the producer parallelises internally."""
+    """One pod (completions = parallelism = 1); the producer parallelises internally.
+
+    The pod gets only the producer's Secret: its broker user (write to the pointer exchange),
+    the put-only S3 user and the pointer signing key.
+    """
     return job_manifest(
         name=naming.producer_job_name(owner.name),
         namespace=owner.namespace,
@@ -49,5 +53,6 @@ def build_producer_job(owner: Owner, spec: RunSpec, config: OperatorConfig) -> d
         parallelism=1,
         spec=spec,
         config=config,
+        secret_name=config.producer_secret,
         backoff_limit=PRODUCER_BACKOFF_LIMIT,
     )
