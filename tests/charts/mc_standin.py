@@ -5,7 +5,9 @@ No registry this project reaches ships the real `mc` binary (PyPI's `minio-clien
 (RELEASE.2025-08-13T08-35-41Z) does, read from its source:
 - `admin user info --json` prints the userMessage struct with json.MarshalIndent(u, "", " ");
   policyName is a comma-separated string;
-- `admin policy attach` of a policy already attached succeeds (XMinioAdminPolicyChangeAlreadyApplied);
+- `admin policy attach` of a policy already attached succeeds (XMinioAdminPolicyChangeAlreadyApplied),
+  `admin user remove` of an unknown user fails; `admin policy detach` of a policy not attached
+  fails here (the script detaches only what `admin user info` listed);
 - `admin policy create` overwrites, `admin user add` updates the secret and keeps policies;
 - `mb` fails on an existing bucket unless --ignore-existing.
 Buckets are simulated in the state file, or, with MC_STANDIN_REAL_S3=1, created on the S3
@@ -114,6 +116,20 @@ def main(argv: list[str]) -> int:
             if policy not in state["users"][access_key]["policies"]:
                 state["users"][access_key]["policies"].append(policy)
             print(f"Attached Policies: [{policy}]\nTo User: {access_key}")
+        case ["admin", "policy", "detach", _alias, policy]:
+            access_key = args[args.index("--user") + 1]
+            if access_key not in state["users"]:
+                return fail(f"Unable to make user/group policy association: user {access_key} does not exist")
+            if policy not in state["users"][access_key]["policies"]:
+                # Stricter than needed: the script only detaches what `user info` listed.
+                return fail(f"Unable to detach policy {policy}: not attached to {access_key}")
+            state["users"][access_key]["policies"].remove(policy)
+            print(f"Detached Policies: [{policy}]\nFrom User: {access_key}")
+        case ["admin", "user", "remove", _alias, access_key]:
+            if access_key not in state["users"]:
+                return fail(f"Unable to remove user {access_key}: The specified user does not exist")
+            del state["users"][access_key]
+            print(f"Removed user `{access_key}` successfully.")
         case _:
             return fail(f"the stand-in does not know `mc {' '.join(argv)}`", 2)
     STATE.write_text(json.dumps(state))

@@ -66,30 +66,84 @@ class Mc:
 
 
 SECRETS = {"ROOT_USER": "root-user", "ROOT_PASSWORD": "root-password-0123456789",
-           "APP_ACCESS_KEY": "claimcheck", "APP_SECRET_KEY": "app-secret-0123456789"}
+           "PRODUCER_ACCESS_KEY": "claimcheck-producer", "PRODUCER_SECRET_KEY": "producer-secret-0123456789",
+           "CONSUMER_ACCESS_KEY": "claimcheck-consumer", "CONSUMER_SECRET_KEY": "consumer-secret-0123456789",
+           "COORDINATOR_ACCESS_KEY": "claimcheck-coordinator", "COORDINATOR_SECRET_KEY": "coordinator-secret-0123456789"}
+ROLE_POLICY = {"claimcheck-producer": "claimcheck-producer", "claimcheck-consumer": "claimcheck-consumer",
+               "claimcheck-coordinator": "claimcheck-coordinator"}
+# What each role may do on the bucket, and nothing else (issue 12).
+ALLOWED = {
+    "claimcheck-producer": {"s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"},
+    "claimcheck-consumer": {"s3:GetObject"},
+    "claimcheck-coordinator": {"s3:GetObject", "s3:DeleteObject", "s3:ListBucket"},
+}
+EVERY_ACTION = {"s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:ListBucket", "s3:AbortMultipartUpload",
+                "s3:ListMultipartUploadParts", "s3:CreateBucket", "s3:DeleteBucket", "s3:PutBucketPolicy",
+                "s3:GetBucketPolicy", "s3:PutObjectTagging", "s3:ListAllMyBuckets"}
 
 
 def attaches(calls: list[list[str]]) -> list[list[str]]:
     return [c for c in calls if "attach" in c]
 
 
-def test_first_run_creates_bucket_policy_and_user(tmp_path: Path) -> None:
+def permitted(policy: dict[str, Any], action: str, resource: str) -> bool:
+    """IAM evaluation for the policies the Job writes: an Allow statement naming the action
+    (or a matching wildcard) on the resource (or a matching wildcard); no Deny is used."""
+    def matches(pattern: str, value: str) -> bool:
+        return pattern == value or (pattern.endswith("*") and value.startswith(pattern[:-1]))
+
+    return any(st["Effect"] == "Allow" and any(matches(a, action) for a in st["Action"])
+               and any(matches(r, resource) for r in st["Resource"]) for st in policy["Statement"])
+
+
+def resource_of(action: str, bucket: str = "claimcheck") -> str:
+    bucket_level = {"s3:ListBucket", "s3:CreateBucket", "s3:DeleteBucket", "s3:PutBucketPolicy", "s3:GetBucketPolicy"}
+    if action == "s3:ListAllMyBuckets":
+        return "arn:aws:s3:::*"
+    return f"arn:aws:s3:::{bucket}" if action in bucket_level else f"arn:aws:s3:::{bucket}/some/object"
+
+
+def test_first_run_creates_the_bucket_and_one_user_per_role(tmp_path: Path) -> None:
     mc = Mc(tmp_path)
     result = mc.run_script(SECRETS)
     assert result.returncode == 0, result.stderr
     state = mc.state()
     assert state["buckets"] == ["claimcheck"]
-    statement = state["policies"]["claimcheck-rw"]["Statement"][0]
-    assert statement["Resource"] == ["arn:aws:s3:::claimcheck", "arn:aws:s3:::claimcheck/*"]
-    assert state["users"]["claimcheck"] == {"policies": ["claimcheck-rw"], "secret_key": "app-secret-0123456789"}
-    assert len(attaches(mc.calls())) == 1
+    assert set(state["users"]) == set(ROLE_POLICY)
+    for user, policy in ROLE_POLICY.items():
+        assert state["users"][user]["policies"] == [policy], user
+    assert state["users"]["claimcheck-consumer"]["secret_key"] == "consumer-secret-0123456789"
+    assert len(attaches(mc.calls())) == 3
     assert all(c[:2] == ["--config-dir", "/tmp/mc"] for c in mc.calls())
-    assert "bucket claimcheck ready for claimcheck" in result.stdout
+    assert "bucket claimcheck ready for claimcheck-producer (put)" in result.stdout
+
+
+def test_each_role_may_do_exactly_its_part_on_the_bucket_only(tmp_path: Path) -> None:
+    """The policy documents, evaluated: producers only put (and abort multipart uploads),
+    consumers only get, only the coordinator deletes and lists; nobody touches another bucket
+    or the bucket's own settings."""
+    mc = Mc(tmp_path)
+    assert mc.run_script(SECRETS).returncode == 0
+    state = mc.state()
+    for user, allowed in ALLOWED.items():
+        (policy_name,) = state["users"][user]["policies"]
+        policy = state["policies"][policy_name]
+        granted = {a for a in EVERY_ACTION if permitted(policy, a, resource_of(a))}
+        assert granted == allowed, f"{user}: {sorted(granted)}"
+        assert not any(permitted(policy, a, resource_of(a, "other-bucket")) for a in EVERY_ACTION), user
+    assert not permitted(state["policies"]["claimcheck-consumer"], "s3:DeleteObject", "arn:aws:s3:::claimcheck/x")
+    assert not permitted(state["policies"]["claimcheck-producer"], "s3:GetObject", "arn:aws:s3:::claimcheck/x")
+
+
+def test_permitted_is_not_vacuous() -> None:
+    everything = {"Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::claimcheck/*"]}]}
+    assert permitted(everything, "s3:DeleteObject", "arn:aws:s3:::claimcheck/x")
+    assert not permitted(everything, "s3:DeleteObject", "arn:aws:s3:::other/x")
 
 
 def test_second_run_is_idempotent_and_attaches_nothing(tmp_path: Path) -> None:
     """The old script's `mc ... | grep` failed in the mc image (no grep), so its `if` was always
-    true on upgrade; now the second run sees the policy attached and leaves it."""
+    true on upgrade; now the second run sees each policy attached and leaves it."""
     mc = Mc(tmp_path)
     assert mc.run_script(SECRETS).returncode == 0
     first_state, first_calls = mc.state(), len(mc.calls())
@@ -97,29 +151,53 @@ def test_second_run_is_idempotent_and_attaches_nothing(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stderr
     assert mc.state() == first_state
     assert attaches(mc.calls()[first_calls:]) == []
-    assert "policy claimcheck-rw already attached to claimcheck" in second.stdout
+    for user, policy in ROLE_POLICY.items():
+        assert f"policy {policy} already attached to {user}" in second.stdout
 
 
-@pytest.mark.parametrize("existing", [["readonly"], ["claimcheck-rw-old"], ["old-claimcheck-rw", "readonly"]])
-def test_a_user_with_other_policies_gets_ours(tmp_path: Path, existing: list[str]) -> None:
-    """The name must match a whole item of policyName, not a part of another policy's name."""
+@pytest.mark.parametrize("existing", [["readonly"], ["claimcheck-consumer-old"], ["old-claimcheck-consumer", "readwrite"]])
+def test_a_role_user_with_other_policies_gets_exactly_its_own(tmp_path: Path, existing: list[str]) -> None:
+    """The name must match a whole item of policyName, not a part of another policy's name;
+    any other policy is detached, so a role user never keeps wider rights."""
     mc = Mc(tmp_path)
     mc.set_state({"aliases": {}, "buckets": ["claimcheck"], "policies": {p: {} for p in existing},
-                  "users": {"claimcheck": {"policies": list(existing), "secret_key": "old"}}})
+                  "users": {"claimcheck-consumer": {"policies": list(existing), "secret_key": "old"}}})
     result = mc.run_script(SECRETS)
     assert result.returncode == 0, result.stderr
-    assert len(attaches(mc.calls())) == 1
-    assert mc.state()["users"]["claimcheck"]["policies"] == [*existing, "claimcheck-rw"]
+    assert mc.state()["users"]["claimcheck-consumer"]["policies"] == ["claimcheck-consumer"]
+    detached = [c for c in mc.calls() if "detach" in c]
+    assert sorted(c[c.index("detach") + 2] for c in detached) == sorted(existing)
 
 
-@pytest.mark.parametrize("existing", [["claimcheck-rw", "readonly"], ["readonly", "claimcheck-rw"],
-                                      ["a", "claimcheck-rw", "b"]])
+@pytest.mark.parametrize("existing", [["claimcheck-coordinator"], ["readwrite", "claimcheck-coordinator"],
+                                      ["a", "claimcheck-coordinator", "b"]])
 def test_the_policy_found_anywhere_in_the_list_is_not_attached_again(tmp_path: Path, existing: list[str]) -> None:
     mc = Mc(tmp_path)
     mc.set_state({"aliases": {}, "buckets": [], "policies": {p: {} for p in existing},
-                  "users": {"claimcheck": {"policies": list(existing), "secret_key": "old"}}})
+                  "users": {"claimcheck-coordinator": {"policies": list(existing), "secret_key": "old"}}})
     assert mc.run_script(SECRETS).returncode == 0
-    assert attaches(mc.calls()) == []
+    assert [c for c in attaches(mc.calls()) if "claimcheck-coordinator" in c] == []
+    assert mc.state()["users"]["claimcheck-coordinator"]["policies"] == ["claimcheck-coordinator"]
+
+
+def test_the_full_rights_user_of_earlier_versions_is_removed(tmp_path: Path) -> None:
+    """Upgrading from the chart that had one application user with s3:* on the bucket."""
+    mc = Mc(tmp_path)
+    mc.set_state({"aliases": {}, "buckets": ["claimcheck"], "policies": {"claimcheck-rw": {}},
+                  "users": {"claimcheck": {"policies": ["claimcheck-rw"], "secret_key": "old"}}})
+    first = mc.run_script(SECRETS)
+    assert first.returncode == 0, first.stderr
+    assert "claimcheck" not in mc.state()["users"]
+    again = mc.run_script(SECRETS)  # nothing left to remove: no error, no remove call
+    assert again.returncode == 0, again.stderr
+    assert sum(1 for c in mc.calls() if c[2:5] == ["admin", "user", "remove"]) == 1
+
+
+def test_a_role_user_is_never_removed_as_an_old_user(tmp_path: Path) -> None:
+    mc = Mc(tmp_path)
+    result = mc.run_script({**SECRETS, "REMOVE_USERS": "claimcheck claimcheck-consumer"})
+    assert result.returncode == 0, result.stderr
+    assert "claimcheck-consumer" in mc.state()["users"]
 
 
 def test_a_failing_mc_step_fails_the_job(tmp_path: Path) -> None:

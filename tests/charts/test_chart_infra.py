@@ -150,15 +150,18 @@ def test_minio_bucket_job_is_an_idempotent_hook(docs: list[dict]) -> None:
     assert "mc --config-dir /tmp/mc mb --ignore-existing" in script
     env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["BUCKET"]["value"] == "claimcheck"
-    assert env["APP_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "claimcheck-infra-minio"
+    for role in ("PRODUCER", "CONSUMER", "COORDINATOR"):
+        assert env[f"{role}_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "claimcheck-infra-minio"
 
 
 def test_connection_secret_has_the_interface_variables(docs: list[dict]) -> None:
     secret = one(docs, "Secret", "claimcheck-infra-connection")
     assert set(secret["data"]) == {
-        "CLAIMCHECK_AMQP_URL", "CLAIMCHECK_S3_ENDPOINT_URL", "CLAIMCHECK_S3_ACCESS_KEY_ID",
-        "CLAIMCHECK_S3_SECRET_ACCESS_KEY", "CLAIMCHECK_S3_REGION", "CLAIMCHECK_S3_BUCKET", "CLAIMCHECK_DATABASE_URL",
-    }
+        "CLAIMCHECK_AMQP_ENDPOINT", "CLAIMCHECK_AMQP_ADMIN_URL", "CLAIMCHECK_MANAGEMENT_URL",
+        "CLAIMCHECK_S3_ENDPOINT_URL", "CLAIMCHECK_S3_REGION", "CLAIMCHECK_S3_BUCKET",
+        "CLAIMCHECK_DATABASE_URL", "CLAIMCHECK_DATABASE_READER_URL",
+    } | {f"CLAIMCHECK_S3_{role}_{key}" for role in ("PRODUCER", "CONSUMER", "COORDINATOR")
+         for key in ("ACCESS_KEY_ID", "SECRET_ACCESS_KEY")}
 
 
 def test_five_nodes_scenario_scales_everything_together() -> None:

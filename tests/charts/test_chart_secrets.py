@@ -18,8 +18,8 @@ DEFAULT_SERVICE_ACCOUNT = {"apiVersion": "v1", "kind": "ServiceAccount", "metada
 CREDENTIALS = {  # Secret name -> keys holding generated material
     "rmq-default-user": ["password"],
     "rmq-erlang-cookie": [".erlang.cookie"],
-    "claimcheck-infra-minio": ["rootUser", "rootPassword", "appSecretKey"],
-    "claimcheck-infra-postgresql": ["POSTGRES_PASSWORD"],
+    "claimcheck-infra-minio": ["rootUser", "rootPassword", "producerSecretKey", "consumerSecretKey", "coordinatorSecretKey"],
+    "claimcheck-infra-postgresql": ["POSTGRES_PASSWORD", "READER_PASSWORD"],
 }
 WEAK = {"guest", "admin", "password", "secret", "changeme", "minioadmin", "postgres", "claimcheck",
         "claimcheck-secret", "rabbitmq"}
@@ -80,12 +80,22 @@ def test_connection_secret_matches_the_component_secrets() -> None:
     docs = render(INFRA, fresh=True)
     creds = credentials(docs)
     conn = decoded(one(docs, "Secret", "claimcheck-infra-connection"))
-    amqp = urlsplit(conn["CLAIMCHECK_AMQP_URL"])
-    assert (amqp.username, amqp.password) == ("claimcheck", creds["rmq-default-user/password"])
-    assert amqp.hostname == f"claimcheck-infra-haproxy.{NAMESPACE}.svc.cluster.local" and amqp.port == 5672
+    admin = urlsplit(conn["CLAIMCHECK_AMQP_ADMIN_URL"])
+    assert (admin.username, admin.password) == ("claimcheck", creds["rmq-default-user/password"])
+    assert admin.hostname == f"claimcheck-infra-haproxy.{NAMESPACE}.svc.cluster.local" and admin.port == 5672
+    management = urlsplit(conn["CLAIMCHECK_MANAGEMENT_URL"])
+    assert (management.scheme, management.port, management.password) == ("http", 15672, creds["rmq-default-user/password"])
+    endpoint = urlsplit(conn["CLAIMCHECK_AMQP_ENDPOINT"])
+    assert endpoint.username is None and endpoint.hostname == admin.hostname and endpoint.path == "/%2F"
     db = urlsplit(conn["CLAIMCHECK_DATABASE_URL"])
-    assert db.password == creds["claimcheck-infra-postgresql/POSTGRES_PASSWORD"]
-    assert conn["CLAIMCHECK_S3_SECRET_ACCESS_KEY"] == creds["claimcheck-infra-minio/appSecretKey"]
+    assert (db.username, db.password) == ("claimcheck", creds["claimcheck-infra-postgresql/POSTGRES_PASSWORD"])
+    reader = urlsplit(conn["CLAIMCHECK_DATABASE_READER_URL"])
+    assert (reader.username, reader.password) == ("claimcheck_reader", creds["claimcheck-infra-postgresql/READER_PASSWORD"])
+    assert (reader.hostname, reader.path) == (db.hostname, db.path)
+    for role in ("producer", "consumer", "coordinator"):
+        assert conn[f"CLAIMCHECK_S3_{role.upper()}_ACCESS_KEY_ID"] == f"claimcheck-{role}"
+        assert conn[f"CLAIMCHECK_S3_{role.upper()}_SECRET_ACCESS_KEY"] == creds[f"claimcheck-infra-minio/{role}SecretKey"]
+    assert len({conn[f"CLAIMCHECK_S3_{r}_SECRET_ACCESS_KEY"] for r in ("PRODUCER", "CONSUMER", "COORDINATOR")}) == 3
     default_user = decoded(one(docs, "Secret", "rmq-default-user"))["default_user.conf"]
     assert f"default_pass = {creds['rmq-default-user/password']}" in default_user
 

@@ -149,11 +149,19 @@ Usage: include "claimcheck-infra.credential" (dict "ctx" $ "secret" NAME "key" K
 {{- define "claimcheck-infra.minio.rootPassword" -}}
 {{- include "claimcheck-infra.credential" (dict "ctx" . "secret" (include "claimcheck-infra.minio.fullname" .) "key" "rootPassword" "value" .Values.minio.auth.rootPassword "length" 40) }}
 {{- end }}
-{{- define "claimcheck-infra.minio.appSecretKey" -}}
-{{- include "claimcheck-infra.credential" (dict "ctx" . "secret" (include "claimcheck-infra.minio.fullname" .) "key" "appSecretKey" "value" .Values.minio.auth.appSecretKey "length" 40) }}
+{{/* Secret key of one role's S3 user. Usage: include "claimcheck-infra.minio.roleSecretKey" (dict "ctx" $ "role" "producer") */}}
+{{- define "claimcheck-infra.minio.roleSecretKey" -}}
+{{- include "claimcheck-infra.credential" (dict "ctx" .ctx "secret" (include "claimcheck-infra.minio.fullname" .ctx) "key" (printf "%sSecretKey" .role) "value" (get .ctx.Values.minio.auth.secretKeys .role) "length" 40) }}
+{{- end }}
+{{/* The application roles that get an S3 user, in a fixed order. */}}
+{{- define "claimcheck-infra.minio.roles" -}}
+{{- list "producer" "consumer" "coordinator" | toJson }}
 {{- end }}
 {{- define "claimcheck-infra.postgresql.password" -}}
 {{- include "claimcheck-infra.credential" (dict "ctx" . "secret" (include "claimcheck-infra.postgresql.fullname" .) "key" "POSTGRES_PASSWORD" "value" .Values.postgresql.auth.password "length" 32) }}
+{{- end }}
+{{- define "claimcheck-infra.postgresql.readerPassword" -}}
+{{- include "claimcheck-infra.credential" (dict "ctx" . "secret" (include "claimcheck-infra.postgresql.fullname" .) "key" "READER_PASSWORD" "value" .Values.postgresql.auth.readerPassword "length" 32) }}
 {{- end }}
 
 {{/* Restricted pod-level security context, merged with values. */}}
