@@ -211,9 +211,13 @@ class Coordinator:
         """
         ledger = Ledger(self._settings.database_url, "claimcheck-coordinator-deleter")
         failures = 0
+        unrecorded: list[DeleteTask] = []  # leased by a failed pass and not given back yet
         while not stop.is_set():
             tasks: list[DeleteTask] = []
             try:
+                if unrecorded:  # the ledger answers again: retry them now, not when their lease expires
+                    ledger.release_deletions(unrecorded, self.owner, "retried after a failed deleter pass")
+                    unrecorded = []
                 tasks = ledger.claim_deletions(self.owner, self._lease_seconds, limit=store.MAX_KEYS_PER_DELETE)
                 refused = sum(self._delete_batch(ledger, bucket, [task for task in tasks if task.bucket == bucket])
                               for bucket in sorted({task.bucket for task in tasks}))
@@ -222,7 +226,7 @@ class Coordinator:
                 self._deleter_problem = f"deletions failing: {brief(str(exc) or repr(exc), 300)}"
                 metrics.DELETER_ERRORS.inc()
                 log.warning("deleter pass failed (%d in a row), will retry: %s", failures, exc)
-                self._give_back(tasks, self._deleter_problem)
+                unrecorded += tasks
                 ledger.close()
                 stop.wait(min(0.5 * 2 ** min(failures, 6), 30.0))
                 continue
@@ -255,17 +259,6 @@ class Coordinator:
                 metrics.PUBLISH_TO_DELETE_SECONDS.observe(max((finished - task.published_at).total_seconds(), 0.0))
             log.info("deleted s3://%s/%s", bucket, task.key, extra={"object_id": task.object_id})
         return len(refused)
-
-    def _give_back(self, tasks: list[DeleteTask], error: str) -> None:
-        """Release the leases of a failed pass on a fresh connection, so they are retried soon;
-        if the ledger cannot be reached, they expire instead."""
-        ledger = Ledger(self._settings.database_url, "claimcheck-coordinator-deleter")
-        try:
-            ledger.release_deletions(tasks, self.owner, error)
-        except Exception as exc:  # noqa: BLE001 - the leases then expire on their own
-            log.debug("could not give back %d leases: %s", len(tasks), exc)
-        finally:
-            ledger.close()
 
     def _sweep_loop(self, stop: threading.Event) -> None:
         ledger = Ledger(self._settings.database_url, "claimcheck-coordinator-sweeper")
