@@ -23,6 +23,8 @@ INFRA = CHARTS / "claimcheck-infra"
 APP = CHARTS / "claimcheck"
 HELM = ROOT / ".tools" / "bin" / "helm"
 KUBE_VERSION = "1.32"
+# Pointer keys every offline render of the application chart needs (tests only).
+APP_TEST_VALUES = Path(__file__).with_name("pointer-keys-values.yaml")
 NAMESPACE = "claimcheck"
 
 # (chart, values file or None) for the default values and every ci/*-values.yaml.
@@ -58,6 +60,8 @@ def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 @functools.lru_cache(maxsize=None)
 def _render(chart: str, values: tuple[str, ...], sets: tuple[str, ...], release: str) -> tuple[dict[str, Any], ...]:
     args = ["template", release, chart, "--namespace", NAMESPACE, "--include-crds"]
+    if chart == str(APP):
+        args += ["-f", str(APP_TEST_VALUES)]
     for v in values:
         args += ["-f", v]
     for s in sets:
@@ -97,3 +101,32 @@ def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]
 
 def containers(spec: dict[str, Any], init: bool = True) -> list[dict[str, Any]]:
     return list(spec.get("containers", [])) + (list(spec.get("initContainers", [])) if init else [])
+
+
+def restricted_problems(where: str, spec: dict[str, Any]) -> list[str]:
+    """Departures of one pod spec from the restricted Pod Security Standard (plus a read-only root)."""
+    problems = []
+    psc = spec.get("securityContext", {})
+    if psc.get("runAsNonRoot") is not True:
+        problems.append(f"{where}: pod runAsNonRoot")
+    if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        problems.append(f"{where}: pod seccompProfile")
+    if spec.get("hostNetwork") or spec.get("hostPID") or spec.get("hostIPC"):
+        problems.append(f"{where}: host namespaces")
+    for c in containers(spec):
+        sc = c.get("securityContext", {})
+        name = f"{where}/{c['name']}"
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation")
+        if sc.get("capabilities", {}).get("drop") != ["ALL"] or sc.get("capabilities", {}).get("add"):
+            problems.append(f"{name}: capabilities")
+        if sc.get("runAsNonRoot") is not True or sc.get("privileged"):
+            problems.append(f"{name}: runAsNonRoot/privileged")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{name}: readOnlyRootFilesystem")
+        if sc.get("runAsUser", psc.get("runAsUser", 1)) == 0:
+            problems.append(f"{name}: runs as uid 0")
+    for v in spec.get("volumes", []):
+        if "hostPath" in v:
+            problems.append(f"{where}: hostPath volume {v['name']}")
+    return problems

@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+import base64
+import json
+from urllib.parse import urlsplit
+
 import pytest
 import yaml
 
-from .conftest import APP, ROOT, find, one, render
+from .conftest import APP, APP_TEST_VALUES, ROOT, find, helm, one, render
 
-INTERFACE_VARIABLES = {
-    "CLAIMCHECK_AMQP_URL", "CLAIMCHECK_S3_ENDPOINT_URL", "CLAIMCHECK_S3_ACCESS_KEY_ID",
-    "CLAIMCHECK_S3_SECRET_ACCESS_KEY", "CLAIMCHECK_S3_REGION", "CLAIMCHECK_S3_BUCKET", "CLAIMCHECK_DATABASE_URL",
-    "CLAIMCHECK_COORDINATOR_URL", "CLAIMCHECK_HTTP_PORT", "CLAIMCHECK_LOG_LEVEL", "CLAIMCHECK_HMAC_KEYS",
+COMMON = {"CLAIMCHECK_AMQP_URL", "CLAIMCHECK_S3_ENDPOINT_URL", "CLAIMCHECK_S3_ACCESS_KEY_ID",
+          "CLAIMCHECK_S3_SECRET_ACCESS_KEY", "CLAIMCHECK_S3_REGION", "CLAIMCHECK_S3_BUCKET",
+          "CLAIMCHECK_COORDINATOR_URL", "CLAIMCHECK_LOG_LEVEL"}
+# What each role's Secret holds (the interface of issue 12), and nothing more.
+ROLE_VARIABLES = {
+    "claimcheck-producer": COMMON | {"CLAIMCHECK_POINTER_SIGNING_KEY"},
+    "claimcheck-recipient-billing": COMMON | {"CLAIMCHECK_POINTER_VERIFY_KEYS", "CLAIMCHECK_ACK_SIGNING_KEY"},
+    "claimcheck-recipient-audit": COMMON | {"CLAIMCHECK_POINTER_VERIFY_KEYS", "CLAIMCHECK_ACK_SIGNING_KEY"},
+    "claimcheck-coordinator": COMMON | {"CLAIMCHECK_DATABASE_URL", "CLAIMCHECK_POINTER_VERIFY_KEYS",
+                                        "CLAIMCHECK_ACK_VERIFY_KEYS", "CLAIMCHECK_COORDINATOR_KEY",
+                                        "CLAIMCHECK_CONTROL_TOKENS", "CLAIMCHECK_HTTP_HOST", "CLAIMCHECK_HTTP_PORT"},
+    "claimcheck-operator": {"CLAIMCHECK_CONTROL_TOKEN"},
+    "claimcheck-reader": {"CLAIMCHECK_DATABASE_URL", "CLAIMCHECK_LOG_LEVEL"},
+    "claimcheck-provision": {"CLAIMCHECK_AMQP_URL", "CLAIMCHECK_MANAGEMENT_URL", "CLAIMCHECK_BROKER_USERS",
+                             "CLAIMCHECK_LOG_LEVEL"},
 }
+
+
+def env_of(docs: list[dict], name: str) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in one(docs, "Secret", name)["data"].items()}
 
 
 @pytest.fixture(scope="module")
@@ -19,22 +38,56 @@ def docs() -> list[dict]:
     return render(APP)
 
 
-def test_env_secret_holds_every_interface_variable(docs: list[dict]) -> None:
-    assert set(one(docs, "Secret", "claimcheck-env")["data"]) == INTERFACE_VARIABLES
+def test_one_secret_per_role_with_exactly_its_variables(docs: list[dict]) -> None:
+    secrets = {d["metadata"]["name"]: set(d["data"]) for d in find(docs, "Secret")
+               if d["metadata"]["labels"].get("claimcheck.io/role")}
+    assert secrets == ROLE_VARIABLES
+    assert not [d for d in find(docs, "Secret") if "CLAIMCHECK_HMAC_KEYS" in d.get("data", {})]
 
 
-def test_hmac_keys_are_generated_per_install_unless_given() -> None:
-    import base64
+def test_signing_keys_are_where_they_belong(docs: list[dict]) -> None:
+    producer, billing, audit = (env_of(docs, f"claimcheck-{r}") for r in ("producer", "recipient-billing", "recipient-audit"))
+    coordinator = env_of(docs, "claimcheck-coordinator")
+    assert producer["CLAIMCHECK_POINTER_SIGNING_KEY"].startswith("ci1:")
+    assert billing["CLAIMCHECK_POINTER_VERIFY_KEYS"] == audit["CLAIMCHECK_POINTER_VERIFY_KEYS"] == \
+        coordinator["CLAIMCHECK_POINTER_VERIFY_KEYS"] != producer["CLAIMCHECK_POINTER_SIGNING_KEY"]
+    # Each group its own ACK key; the coordinator verifies every group's, bound to the group.
+    assert billing["CLAIMCHECK_ACK_SIGNING_KEY"] != audit["CLAIMCHECK_ACK_SIGNING_KEY"]
+    assert coordinator["CLAIMCHECK_ACK_VERIFY_KEYS"].split(",") == [
+        f"billing:{billing['CLAIMCHECK_ACK_SIGNING_KEY']}", f"audit:{audit['CLAIMCHECK_ACK_SIGNING_KEY']}"]
+    # Control: the operator sends the first token the coordinator accepts.
+    tokens = coordinator["CLAIMCHECK_CONTROL_TOKENS"].split(",")
+    assert env_of(docs, "claimcheck-operator")["CLAIMCHECK_CONTROL_TOKEN"] == tokens[0] and len(tokens[0]) >= 32
+    assert coordinator["CLAIMCHECK_HTTP_HOST"] == "0.0.0.0"
 
-    def keys(*sets: str) -> str:
-        data = one(render(APP, sets=sets, fresh=True), "Secret", "claimcheck-env")["data"]
-        return base64.b64decode(data["CLAIMCHECK_HMAC_KEYS"]).decode()
 
-    first, second = keys(), keys()
-    assert first != second and first.startswith("k1:") and len(first) == 43
-    assert keys("config.hmacKeys=new:0123456789abcdefXYZ\\,old:0123456789abcdefOLD") == (
-        "new:0123456789abcdefXYZ,old:0123456789abcdefOLD"
-    )
+def test_each_role_has_its_own_broker_and_s3_user(docs: list[dict]) -> None:
+    users = {}
+    for name in ("producer", "coordinator", "recipient-billing", "recipient-audit"):
+        url = urlsplit(env_of(docs, f"claimcheck-{name}")["CLAIMCHECK_AMQP_URL"])
+        assert url.hostname == "claimcheck-infra-haproxy.claimcheck.svc.cluster.local" and url.path == "/%2F"
+        users[name] = (url.username, url.password)
+    assert {u for u, _ in users.values()} == {"claimcheck-producer", "claimcheck-coordinator",
+                                              "claimcheck-recipient-billing", "claimcheck-recipient-audit"}
+    assert len({p for _, p in users.values()}) == 4 and all(len(p) >= 32 for _, p in users.values())
+    provision = env_of(docs, "claimcheck-provision")
+    assert sorted(provision["CLAIMCHECK_BROKER_USERS"].split(",")) == sorted(
+        f"{role}={user}:{password}" for role, (user, password) in
+        {"producer": users["producer"], "coordinator": users["coordinator"],
+         "recipient.billing": users["recipient-billing"], "recipient.audit": users["recipient-audit"]}.items())
+
+
+def test_generated_credentials_differ_per_install_and_values_win() -> None:
+    def coordinator(*sets: str) -> dict[str, str]:
+        return env_of(render(APP, sets=sets, fresh=True), "claimcheck-coordinator")
+
+    first, second = coordinator(), coordinator()
+    for key in ("CLAIMCHECK_COORDINATOR_KEY", "CLAIMCHECK_CONTROL_TOKENS", "CLAIMCHECK_ACK_VERIFY_KEYS", "CLAIMCHECK_AMQP_URL"):
+        assert first[key] != second[key], key
+    given = coordinator("credentials.controlTokens=new-token-0123456789abcdefghij\\,old-token-0123456789abcdefghij",
+                        "credentials.coordinatorKey=c2:0123456789abcdefXYZ")
+    assert given["CLAIMCHECK_CONTROL_TOKENS"] == "new-token-0123456789abcdefghij,old-token-0123456789abcdefghij"
+    assert given["CLAIMCHECK_COORDINATOR_KEY"] == "c2:0123456789abcdefXYZ"
 
 
 def test_coordinator_deployment(docs: list[dict]) -> None:
@@ -43,7 +96,7 @@ def test_coordinator_deployment(docs: list[dict]) -> None:
     spec = deploy["spec"]["template"]["spec"]
     (container,) = spec["containers"]
     assert container["command"] == ["claimcheck", "coordinator"]
-    assert container["envFrom"] == [{"secretRef": {"name": "claimcheck-env"}}]
+    assert container["envFrom"] == [{"secretRef": {"name": "claimcheck-coordinator"}}]
     assert container["ports"] == [{"name": "http", "containerPort": 38080}]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
@@ -63,15 +116,36 @@ def test_operator_deployment(docs: list[dict]) -> None:
     spec = deploy["spec"]["template"]["spec"]
     (container,) = spec["containers"]
     assert container["command"] == ["claimcheck-operator"]
-    env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["CLAIMCHECK_APP_ENV_SECRET"] == "claimcheck-env"
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["CLAIMCHECK_APP_IMAGE"] == container["image"]
+    assert env["CLAIMCHECK_OPERATOR_SECRET_PREFIX"] == "claimcheck"
+    assert env["CLAIMCHECK_OPERATOR_RECIPIENTS"] == "billing,audit"
+    assert env["CLAIMCHECK_OPERATOR_IMAGE_ALLOWLIST"] == "" and env["CLAIMCHECK_OPERATOR_IMAGE_PULL_SECRETS"] == ""
+    assert json.loads(env["CLAIMCHECK_OPERATOR_JOB_RESOURCES"])["limits"] == {"cpu": "1", "memory": "512Mi"}
     assert env["CLAIMCHECK_COORDINATOR_URL"] == "http://claimcheck-coordinator.claimcheck.svc.cluster.local:38080"
     assert env["CLAIMCHECK_WATCH_NAMESPACES"] == ""
     assert env["CLAIMCHECK_OPERATOR_LIVENESS"] == "http://0.0.0.0:8080/healthz"
+    token = next(e for e in container["env"] if e["name"] == "CLAIMCHECK_CONTROL_TOKEN")
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "claimcheck-operator", "key": "CLAIMCHECK_CONTROL_TOKEN"}
+    assert "envFrom" not in container
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert spec["serviceAccountName"] == "claimcheck-operator"
     assert one(docs, "ServiceAccount", "claimcheck-operator")
+
+
+def test_provisioning_is_a_pre_install_hook_with_the_admin_credentials(docs: list[dict]) -> None:
+    job = one(docs, "Job", "claimcheck-provision")
+    secret = one(docs, "Secret", "claimcheck-provision")
+    for obj in (job, secret):
+        annotations = obj["metadata"]["annotations"]
+        assert set(annotations["helm.sh/hook"].split(",")) == {"pre-install", "pre-upgrade"}
+        assert set(annotations["helm.sh/hook-delete-policy"].split(",")) == {"before-hook-creation", "hook-succeeded"}
+    weight = [int(o["metadata"]["annotations"]["helm.sh/hook-weight"]) for o in (secret, job)]
+    assert weight[0] < weight[1], "the Secret must exist before the Job"
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["claimcheck", "provision", "--recipients", "billing,audit"]
+    assert container["envFrom"] == [{"secretRef": {"name": "claimcheck-provision"}}]
+    assert not find(render(APP, sets=("broker.provision=false",)), "Job", "claimcheck-provision")
 
 
 def _rules_file() -> list[dict]:
@@ -116,18 +190,31 @@ def test_namespaced_operator_gets_roles_not_cluster_roles() -> None:
     assert not find(docs, "ClusterRole") and not find(docs, "ClusterRoleBinding")
     assert sorted(r["metadata"]["namespace"] for r in find(docs, "Role")) == ["claimcheck", "team-b"]
     container = one(docs, "Deployment", "claimcheck-operator")["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["CLAIMCHECK_WATCH_NAMESPACES"] == "claimcheck,team-b"
 
 
 def test_external_services_scenario_uses_given_endpoints() -> None:
-    import base64
-
     docs = render(APP, APP / "ci" / "02-external-services-values.yaml")
-    env = {k: base64.b64decode(v).decode() for k, v in one(docs, "Secret", "claimcheck-env")["data"].items()}
-    assert env["CLAIMCHECK_AMQP_URL"].startswith("amqps://app:")
-    assert env["CLAIMCHECK_S3_REGION"] == "eu-west-1"
-    assert env["CLAIMCHECK_LOG_LEVEL"] == "DEBUG"
+    producer = env_of(docs, "claimcheck-producer")
+    assert producer["CLAIMCHECK_AMQP_URL"].startswith("amqps://claimcheck-producer:")
+    assert producer["CLAIMCHECK_AMQP_URL"].endswith("@broker.example.com:5671/%2F")
+    assert (producer["CLAIMCHECK_S3_ACCESS_KEY_ID"], producer["CLAIMCHECK_S3_REGION"]) == ("AKIAPRODUCER", "eu-west-1")
+    assert env_of(docs, "claimcheck-recipient-archive-eu-1")["CLAIMCHECK_S3_ACCESS_KEY_ID"] == "AKIACONSUMER"
+    coordinator = env_of(docs, "claimcheck-coordinator")
+    assert coordinator["CLAIMCHECK_S3_ACCESS_KEY_ID"] == "AKIACOORDINATOR"
+    assert coordinator["CLAIMCHECK_LOG_LEVEL"] == "DEBUG" and coordinator["CLAIMCHECK_HTTP_HOST"] == "::"
+    # The audit group rotates its ACK key: it signs with k2, the coordinator accepts k2 and k1.
+    assert env_of(docs, "claimcheck-recipient-audit")["CLAIMCHECK_ACK_SIGNING_KEY"] == "k2:example-only-new-audit-key"
+    verify = coordinator["CLAIMCHECK_ACK_VERIFY_KEYS"].split(",")
+    assert "audit:k2:example-only-new-audit-key" in verify and "audit:k1:example-only-old-audit-key" in verify
+    assert env_of(docs, "claimcheck-reader")["CLAIMCHECK_DATABASE_URL"].startswith("postgresql://app_reader:")
+    assert env_of(docs, "claimcheck-provision")["CLAIMCHECK_AMQP_URL"].startswith("amqps://admin:")
+    operator = one(docs, "Deployment", "claimcheck-operator")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in operator["env"]}
+    assert env["CLAIMCHECK_OPERATOR_RECIPIENTS"] == "billing,audit,archive-eu-1"
+    assert env["CLAIMCHECK_OPERATOR_IMAGE_ALLOWLIST"] == "registry.example.com/claimcheck@sha256:*"
+    assert env["CLAIMCHECK_OPERATOR_IMAGE_PULL_SECRETS"] == "registry-pull"
 
 
 def test_scaled_scenario() -> None:
@@ -136,3 +223,13 @@ def test_scaled_scenario() -> None:
     assert coord["spec"]["replicas"] == 4
     assert "initContainers" not in coord["spec"]["template"]["spec"]
     assert one(docs, "Deployment", "claimcheck-operator")["spec"]["replicas"] == 0
+
+
+@pytest.mark.parametrize(("sets", "message"), [
+    (("--set-json", 'recipients=[{"name": "audit"}, {"name": "audit"}]'), 'group "audit" is listed twice'),
+    (("--set", "signing.pointerVerifyKeys=ci1:BfEYxu7LNnMVQiK6NOI0nqA-S9MPMaVvB_maRlJew6o=\\,k2:short"), "pointerVerifyKeys"),
+], ids=["duplicate-group", "bad-verify-key"])
+def test_bad_configuration_fails_the_render(sets: tuple[str, ...], message: str) -> None:
+    args = ["template", "claimcheck", str(APP), "-f", str(APP_TEST_VALUES), *sets]
+    result = helm(*args, check=False)
+    assert result.returncode != 0 and message in result.stderr, result.stderr

@@ -9,12 +9,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from .conftest import APP, INFRA, KUBE_VERSION, ROOT, SCENARIOS, helm, render, scenario_id
+from .conftest import APP, APP_TEST_VALUES, INFRA, KUBE_VERSION, ROOT, SCENARIOS, helm, render, scenario_id
 
 
 @pytest.mark.parametrize("chart", [INFRA, APP], ids=lambda c: c.name)
 def test_helm_lint_strict(chart: Path) -> None:
-    args = ["lint", "--strict", str(chart)]
+    args = ["lint", "--strict", str(chart)] + (["-f", str(APP_TEST_VALUES)] if chart == APP else [])
     for values in sorted((chart / "ci").glob("*-values.yaml")):
         result = helm("lint", "--strict", str(chart), "-f", str(values), check=False)
         assert result.returncode == 0, f"{values.name}: {result.stdout}{result.stderr}"
@@ -95,11 +95,15 @@ def test_crd_schema_rejects_an_invalid_custom_resource() -> None:
         (APP, ("coordinator.unknown=true",), "unknown"),
         (APP, ("operator.replicas=2",), "replicas"),
         (APP, ("config.httpPort=http",), "httpPort"),
+        (APP, ("config.amqpEndpoint=amqp://user:pass@host:5672/%2F",), "amqpEndpoint"),
+        (APP, ("recipients[0].name=Billing",), "name"),
+        (APP, ("signing.pointerSigningKey=k1:not-a-key",), "pointerSigningKey"),
     ],
-    ids=["infra-unknown-key", "infra-wrong-type", "infra-bad-enum", "app-unknown-key", "app-two-operators", "app-wrong-type"],
+    ids=["infra-unknown-key", "infra-wrong-type", "infra-bad-enum", "app-unknown-key", "app-two-operators", "app-wrong-type",
+         "app-endpoint-with-credentials", "app-bad-group-name", "app-bad-pointer-key"],
 )
 def test_values_schema_rejects_bad_values(chart: Path, sets: tuple[str, ...], message: str) -> None:
-    args = ["template", "x", str(chart)]
+    args = ["template", "x", str(chart)] + (["-f", str(APP_TEST_VALUES)] if chart == APP else [])
     for s in sets:
         args += ["--set", s]
     result = helm(*args, check=False)

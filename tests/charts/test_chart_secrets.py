@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from .conftest import APP, HELM, INFRA, NAMESPACE, find, one, render
+from .conftest import APP, APP_TEST_VALUES, HELM, INFRA, NAMESPACE, find, helm, one, render
 from .fakekube import FakeKube
 
 DEFAULT_SERVICE_ACCOUNT = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": NAMESPACE}}
@@ -58,11 +58,15 @@ def test_no_fixed_passwords_in_the_charts() -> None:
                 assert password not in values_text, f"{secret['metadata']['name']}/{key}"
 
 
-def test_app_chart_offline_renders_no_credentials() -> None:
-    """Without the infra Secret (helm template), the env Secret holds no password at all."""
-    env = decoded(one(render(APP), "Secret", "claimcheck-env"))
-    assert env["CLAIMCHECK_S3_SECRET_ACCESS_KEY"] == ""
-    assert "@" not in env["CLAIMCHECK_AMQP_URL"] and "@" not in env["CLAIMCHECK_DATABASE_URL"]
+def test_app_chart_offline_renders_no_infra_credentials() -> None:
+    """Without the infra Secret (helm template), no S3, database or admin credential is invented."""
+    docs = render(APP)
+    for d in find(docs, "Secret"):
+        env = decoded(d)
+        assert env.get("CLAIMCHECK_S3_SECRET_ACCESS_KEY", "") == "", d["metadata"]["name"]
+        assert "@" not in env.get("CLAIMCHECK_DATABASE_URL", "")
+    provision = decoded(one(docs, "Secret", "claimcheck-provision"))
+    assert "@" not in provision["CLAIMCHECK_AMQP_URL"] and "@" not in provision["CLAIMCHECK_MANAGEMENT_URL"]
 
 
 def test_templates_use_lookup_before_values_before_random() -> None:
@@ -107,8 +111,10 @@ def test_credential_secrets_survive_uninstall() -> None:
 
 def _template_against(fake: FakeKube, tmp_path: Path, chart: Path, release: str, *args: str) -> subprocess.CompletedProcess:
     kubeconfig = fake.kubeconfig(tmp_path / "kubeconfig.json")
+    keys = ["-f", str(APP_TEST_VALUES)] if chart == APP and "--no-test-keys" not in args else []
+    args = tuple(a for a in args if a != "--no-test-keys")
     return subprocess.run([str(HELM), "template", release, str(chart), "--namespace", NAMESPACE, "--include-crds",
-                           "--dry-run=server", "--kubeconfig", str(kubeconfig), *args],
+                           "--dry-run=server", "--kubeconfig", str(kubeconfig), *keys, *args],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -136,20 +142,83 @@ def test_upgrade_keeps_existing_credentials_and_does_not_roll(tmp_path: Path) ->
         assert one(upgraded, kind, name)["spec"]["template"] == one(installed, kind, name)["spec"]["template"], name
 
 
-def test_app_env_secret_copies_the_infra_connection_secret(tmp_path: Path) -> None:
+APP_ROLE_SECRETS = ("claimcheck-producer", "claimcheck-coordinator", "claimcheck-operator", "claimcheck-reader",
+                    "claimcheck-recipient-billing", "claimcheck-recipient-audit")
+
+
+def test_app_role_secrets_take_each_roles_part_of_the_infra_connection_secret(tmp_path: Path) -> None:
     infra = render(INFRA, fresh=True)
     connection = one(infra, "Secret", "claimcheck-infra-connection")
+    conn = decoded(connection)
     with FakeKube() as fake:
         fake.add("secrets", connection)
         fake.add("serviceaccounts", DEFAULT_SERVICE_ACCOUNT)
         app = _docs(_template_against(fake, tmp_path, APP, "claimcheck"))
-    env = decoded(one(app, "Secret", "claimcheck-env"))
-    expected = decoded(connection)
-    for key, value in expected.items():
-        assert env[key] == value, key
-    assert env["CLAIMCHECK_COORDINATOR_URL"] == f"http://claimcheck-coordinator.{NAMESPACE}.svc.cluster.local:38080"
-    assert env["CLAIMCHECK_HTTP_PORT"] == "38080"
-    assert env["CLAIMCHECK_LOG_LEVEL"] == "INFO"
+    env = {name: decoded(one(app, "Secret", name)) for name in APP_ROLE_SECRETS}
+    for name, role in [("claimcheck-producer", "PRODUCER"), ("claimcheck-recipient-billing", "CONSUMER"),
+                       ("claimcheck-recipient-audit", "CONSUMER"), ("claimcheck-coordinator", "COORDINATOR")]:
+        assert env[name]["CLAIMCHECK_S3_ACCESS_KEY_ID"] == conn[f"CLAIMCHECK_S3_{role}_ACCESS_KEY_ID"], name
+        assert env[name]["CLAIMCHECK_S3_SECRET_ACCESS_KEY"] == conn[f"CLAIMCHECK_S3_{role}_SECRET_ACCESS_KEY"], name
+        assert env[name]["CLAIMCHECK_S3_ENDPOINT_URL"] == conn["CLAIMCHECK_S3_ENDPOINT_URL"]
+        amqp = urlsplit(env[name]["CLAIMCHECK_AMQP_URL"])
+        assert amqp.hostname == urlsplit(conn["CLAIMCHECK_AMQP_ENDPOINT"]).hostname and amqp.username != "claimcheck"
+        assert env[name]["CLAIMCHECK_COORDINATOR_URL"] == f"http://claimcheck-coordinator.{NAMESPACE}.svc.cluster.local:38080"
+    assert env["claimcheck-coordinator"]["CLAIMCHECK_DATABASE_URL"] == conn["CLAIMCHECK_DATABASE_URL"]
+    assert env["claimcheck-reader"]["CLAIMCHECK_DATABASE_URL"] == conn["CLAIMCHECK_DATABASE_READER_URL"]
+    assert env["claimcheck-coordinator"]["CLAIMCHECK_HTTP_PORT"] == "38080"
+    provision = decoded(one(app, "Secret", "claimcheck-provision"))
+    assert provision["CLAIMCHECK_AMQP_URL"] == conn["CLAIMCHECK_AMQP_ADMIN_URL"]
+    assert provision["CLAIMCHECK_MANAGEMENT_URL"] == conn["CLAIMCHECK_MANAGEMENT_URL"]
+    # The broker administrator's password, the ledger owner's and the other roles' S3 keys are
+    # in no application role's Secret except where that role needs them.
+    admin_password = urlsplit(conn["CLAIMCHECK_AMQP_ADMIN_URL"]).password
+    owner_password = urlsplit(conn["CLAIMCHECK_DATABASE_URL"]).password
+    assert admin_password and owner_password
+    for name, data in env.items():
+        text = "\n".join(data.values())
+        assert admin_password not in text, name
+        assert (owner_password in text) == (name == "claimcheck-coordinator"), name
+        for role in ("PRODUCER", "CONSUMER", "COORDINATOR"):
+            mine = {"claimcheck-producer": "PRODUCER", "claimcheck-coordinator": "COORDINATOR"}.get(
+                name, "CONSUMER" if "recipient" in name else "")
+            if role != mine:
+                assert conn[f"CLAIMCHECK_S3_{role}_SECRET_ACCESS_KEY"] not in text, f"{name} holds {role}'s S3 key"
+
+
+def test_pointer_keys_are_required_and_never_generated() -> None:
+    result = helm("template", "claimcheck", str(APP), "--namespace", NAMESPACE, check=False)
+    assert result.returncode != 0
+    assert "no pointer keys: run `claimcheck keys pointer`" in result.stderr
+
+
+def test_pointer_keys_and_generated_credentials_are_kept_on_upgrade(tmp_path: Path) -> None:
+    """A second render against the installed release, with no keys in values, reuses the
+    installed Secrets' pointer keys, ACK keys, tokens and broker passwords."""
+    infra = render(INFRA, fresh=True)
+    with FakeKube() as fake:
+        fake.add("secrets", one(infra, "Secret", "claimcheck-infra-connection"))
+        installed = _docs(_template_against(fake, tmp_path, APP, "claimcheck"))
+        for name in APP_ROLE_SECRETS:
+            fake.add("secrets", one(installed, "Secret", name))
+        upgraded = _docs(_template_against(fake, tmp_path, APP, "claimcheck", "--no-test-keys"))
+    for name in APP_ROLE_SECRETS:
+        assert decoded(one(upgraded, "Secret", name)) == decoded(one(installed, "Secret", name)), name
+    assert decoded(one(upgraded, "Secret", "claimcheck-provision")) == decoded(one(installed, "Secret", "claimcheck-provision"))
+
+
+def test_pointer_keys_from_an_existing_secret_are_copied_not_mounted(tmp_path: Path) -> None:
+    keys = yaml.safe_load(APP_TEST_VALUES.read_text())["signing"]
+    existing = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "my-pointer-keys", "namespace": NAMESPACE},
+                "data": {"CLAIMCHECK_POINTER_SIGNING_KEY": base64.b64encode(keys["pointerSigningKey"].encode()).decode(),
+                         "CLAIMCHECK_POINTER_VERIFY_KEYS": base64.b64encode(keys["pointerVerifyKeys"].encode()).decode()}}
+    with FakeKube() as fake:
+        fake.add("secrets", existing)
+        docs = _docs(_template_against(fake, tmp_path, APP, "claimcheck", "--no-test-keys", "--set",
+                                       "signing.existingSecret=my-pointer-keys", "--set", "infra.required=false"))
+    assert decoded(one(docs, "Secret", "claimcheck-producer"))["CLAIMCHECK_POINTER_SIGNING_KEY"] == keys["pointerSigningKey"]
+    audit = decoded(one(docs, "Secret", "claimcheck-recipient-audit"))
+    assert audit["CLAIMCHECK_POINTER_VERIFY_KEYS"] == keys["pointerVerifyKeys"]
+    assert "my-pointer-keys" not in yaml.safe_dump([d for d in docs if d["kind"] != "Secret"])
 
 
 def test_app_install_fails_clearly_without_infra(tmp_path: Path) -> None:
@@ -164,7 +233,8 @@ def test_app_install_fails_clearly_without_infra(tmp_path: Path) -> None:
 def test_notes_explain_how_to_reach_the_release(chart: Path, tmp_path: Path) -> None:
     with FakeKube() as fake:
         kubeconfig = fake.kubeconfig(tmp_path / "kubeconfig.json")
-        result = subprocess.run([str(HELM), "install", chart.name, str(chart), "--namespace", NAMESPACE,
+        keys = ["-f", str(APP_TEST_VALUES)] if chart == APP else []
+        result = subprocess.run([str(HELM), "install", chart.name, str(chart), "--namespace", NAMESPACE, *keys,
                                  "--dry-run=server", "--disable-openapi-validation", "--set",
                                  "infra.required=false" if chart == APP else "keepSecretsOnUninstall=true",
                                  "--kubeconfig", str(kubeconfig)], capture_output=True, text=True, timeout=120)

@@ -2,13 +2,15 @@
 
 - RabbitMQ's preStop commands, each with its own timeout, together end before
   terminationGracePeriodSeconds, leaving the broker time to stop.
-- checksum/env is computed from the same Secret the render emits, and two renders against
+- checksum/secret is computed from the same role Secret the render emits, and two renders against
   an API server holding the first install give equal checksums: nothing restarts.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import APP, HELM, INFRA, NAMESPACE, ROOT, SCENARIOS, helm, one, render, scenario_id
+from .conftest import APP, APP_TEST_VALUES, HELM, INFRA, NAMESPACE, ROOT, SCENARIOS, helm, one, render, scenario_id
 from .fakekube import FakeKube
 
 SHUTDOWN_MARGIN = 30  # seconds the broker keeps for itself after the hook (the chart's rule)
@@ -57,73 +59,76 @@ def test_a_budget_that_does_not_fit_fails_the_render(grace: int, budget: int) ->
     assert "preStopTimeoutSeconds" in result.stderr and "terminationGracePeriodSeconds" in result.stderr
 
 
-# --- checksum/env ---------------------------------------------------------------------------
+# --- checksum/secret ---------------------------------------------------------------------
 
-def _template(fake: FakeKube, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+APP_ROLE_SECRETS = ("claimcheck-producer", "claimcheck-coordinator", "claimcheck-operator", "claimcheck-reader",
+                    "claimcheck-recipient-billing", "claimcheck-recipient-audit")
+
+
+def _template(fake: FakeKube, tmp_path: Path, *args: str, keys: bool = True) -> subprocess.CompletedProcess[str]:
     kubeconfig = fake.kubeconfig(tmp_path / "kubeconfig.json")
     return subprocess.run([str(HELM), "template", "claimcheck", str(APP), "--namespace", NAMESPACE,
-                           "--dry-run=server", "--kubeconfig", str(kubeconfig), *args],
+                           "--dry-run=server", "--kubeconfig", str(kubeconfig),
+                           *(["-f", str(APP_TEST_VALUES)] if keys else []), *args],
                           capture_output=True, text=True, timeout=120)
+
+
+def _docs(result: subprocess.CompletedProcess[str]) -> list[dict]:
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
 def _checksums(docs: list[dict]) -> dict[str, str]:
     deployments = [d for d in docs if d["kind"] == "Deployment"]
-    return {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]["checksum/env"]
-            for d in deployments if "checksum/env" in d["spec"]["template"]["metadata"].get("annotations", {})}
+    return {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]["checksum/secret"]
+            for d in deployments if "checksum/secret" in d["spec"]["template"]["metadata"].get("annotations", {})}
 
 
-def _env_secret_text(stdout: str) -> str:
-    """The env Secret exactly as the template rendered it (what `include | sha256sum` hashes)."""
-    marker = "# Source: claimcheck/templates/env-secret.yaml\n"
-    return stdout.split(marker, 1)[1].split("\n---\n", 1)[0]
+def _settings_hash(secret: dict) -> str:
+    """What the chart hashes: the role's settings as JSON (Go's toJson: sorted keys, no spaces)."""
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def test_checksum_env_is_the_hash_of_the_rendered_secret() -> None:
-    """Without memoising, each include drew its own random HMAC key: the Secret the render
+def test_checksum_is_the_hash_of_the_rendered_role_secret() -> None:
+    """Without memoising, each include drew its own random credentials: the Secret the render
     emitted and the checksum of the pods described two different Secrets."""
-    result = helm("template", "claimcheck", str(APP), "--namespace", NAMESPACE)
-    text = _env_secret_text(result.stdout)
-    assert "CLAIMCHECK_HMAC_KEYS" in text
-    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    docs = render(APP, fresh=True)
     checksums = _checksums(docs)
-    assert set(checksums) == {"claimcheck-coordinator", "claimcheck-operator"}
-    # helm separates documents with "\n---\n", taking the template's final newline with it.
-    assert set(checksums.values()) == {hashlib.sha256((text + "\n").encode()).hexdigest()}
+    assert checksums == {"claimcheck-coordinator": _settings_hash(one(docs, "Secret", "claimcheck-coordinator")),
+                         "claimcheck-operator": _settings_hash(one(docs, "Secret", "claimcheck-operator"))}
 
 
 def test_two_renders_against_the_installed_release_give_equal_checksums(tmp_path: Path) -> None:
-    """Install, then an unchanged upgrade: the same env Secret, the same checksum/env, so
-    `helm upgrade` with nothing changed restarts neither the coordinators nor the operator."""
+    """Install, then an unchanged upgrade (no pointer keys in values: the installed ones are
+    kept): the same Secrets, the same checksums, so `helm upgrade` restarts nothing."""
     infra = render(INFRA, fresh=True)
     with FakeKube() as fake:
         fake.add("secrets", one(infra, "Secret", "claimcheck-infra-connection"))
         fake.add("serviceaccounts", {"apiVersion": "v1", "kind": "ServiceAccount",
                                      "metadata": {"name": "default", "namespace": NAMESPACE}})
-        first = _template(fake, tmp_path)
-        assert first.returncode == 0, first.stderr
-        installed = [d for d in yaml.safe_load_all(first.stdout) if d]
-        fake.add("secrets", one(installed, "Secret", "claimcheck-env"))  # what the install stored
-        second = _template(fake, tmp_path)
-        assert second.returncode == 0, second.stderr
-        third = _template(fake, tmp_path)
-        assert any("/secrets/claimcheck-env" in r for r in fake.requests), "lookup of the env Secret was not used"
-    upgraded = [d for d in yaml.safe_load_all(second.stdout) if d]
-    again = [d for d in yaml.safe_load_all(third.stdout) if d]
+        installed = _docs(_template(fake, tmp_path))
+        for name in APP_ROLE_SECRETS:  # what the install stored (hooks are not kept)
+            fake.add("secrets", one(installed, "Secret", name))
+        upgraded = _docs(_template(fake, tmp_path, keys=False))
+        again = _docs(_template(fake, tmp_path, keys=False))
+        assert any("/secrets/claimcheck-coordinator" in r for r in fake.requests), "lookup of the role Secrets was not used"
     assert _checksums(installed) and _checksums(installed) == _checksums(upgraded) == _checksums(again)
-    assert one(installed, "Secret", "claimcheck-env")["data"] == one(upgraded, "Secret", "claimcheck-env")["data"]
+    for name in APP_ROLE_SECRETS:
+        assert one(installed, "Secret", name)["data"] == one(upgraded, "Secret", name)["data"], name
     for name in ("claimcheck-coordinator", "claimcheck-operator"):
         assert one(installed, "Deployment", name)["spec"]["template"] == one(upgraded, "Deployment", name)["spec"]["template"]
 
 
 def test_a_changed_setting_still_rolls_the_pods(tmp_path: Path) -> None:
-    """The other side: with the Secret installed, a changed value changes checksum/env."""
+    """The other side: with the Secrets installed, a rotated control token rolls both the
+    coordinator (accepts it) and the operator (sends it)."""
     infra = render(INFRA, fresh=True)
     with FakeKube() as fake:
         fake.add("secrets", one(infra, "Secret", "claimcheck-infra-connection"))
-        first = _template(fake, tmp_path)
-        fake.add("secrets", one([d for d in yaml.safe_load_all(first.stdout) if d], "Secret", "claimcheck-env"))
-        changed = _template(fake, tmp_path, "--set", "config.logLevel=DEBUG")
-    assert first.returncode == 0 and changed.returncode == 0, first.stderr + changed.stderr
-    before = _checksums([d for d in yaml.safe_load_all(first.stdout) if d])
-    after = _checksums([d for d in yaml.safe_load_all(changed.stdout) if d])
+        first = _docs(_template(fake, tmp_path))
+        for name in APP_ROLE_SECRETS:
+            fake.add("secrets", one(first, "Secret", name))
+        changed = _docs(_template(fake, tmp_path, "--set", "credentials.controlTokens=rotated-token-0123456789abcdef"))
+    before, after = _checksums(first), _checksums(changed)
     assert before.keys() == after.keys() and all(before[k] != after[k] for k in before)
