@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -177,14 +179,38 @@ class Stack:
             self.kubectl("rollout", "status", workload, "--timeout=5m", timeout=330)
         log("installing claimcheck (coordinator, operator, ClaimCheckJob CRD)")
         repository, _, tag = self.settings.image.partition(":")
-        self.helm("upgrade", "--install", APP_RELEASE, str(ROOT / "charts" / "claimcheck"),
-                  "-f", str(ROOT / "scripts" / "kind-app-values.yaml"), "--set", f"image.repository={repository}",
-                  "--set-string", f"image.tag={tag}", "--wait", "--timeout", "10m")
+        with self.pointer_keys_values() as keys:
+            self.helm("upgrade", "--install", APP_RELEASE, str(ROOT / "charts" / "claimcheck"),
+                      "-f", str(ROOT / "scripts" / "kind-app-values.yaml"), *keys, "--set", f"image.repository={repository}",
+                      "--set-string", f"image.tag={tag}", "--wait", "--timeout", "10m")
         self.kubectl("wait", "--for=condition=Established", "crd/claimcheckjobs.claimcheck.io", "--timeout=2m",
                      namespaced=False, timeout=150)
         for workload in ("deployment/claimcheck-coordinator", "deployment/claimcheck-operator"):
             self.kubectl("rollout", "status", workload, "--timeout=5m", timeout=330)
         log(f"claimcheck is running in kind cluster {self.settings.cluster}, namespace {ns}")
+
+    @contextlib.contextmanager
+    def pointer_keys_values(self) -> Iterator[list[str]]:
+        """``-f <file>`` with new Ed25519 pointer keys on the first install, nothing afterwards.
+
+        The chart cannot make an Ed25519 key pair; once installed it keeps the keys of its
+        Secrets (lookup), so a second `make kind-up` passes none and changes none. The keys
+        go through a private temporary file, never the command line, and the file is removed.
+        """
+        installed = self.kubectl("get", "secret", f"{APP_RELEASE}-producer", "-o", "name", check=False)
+        if installed.returncode == 0:
+            yield []
+            return
+        log("generating the pointer signing keys (claimcheck keys pointer)")
+        values = pointer_keys_yaml(generate_pointer_keys())
+        state = TOOLS / "kind" / self.settings.cluster
+        fd, name = tempfile.mkstemp(prefix="pointer-keys-", suffix=".yaml", dir=state)
+        try:
+            with os.fdopen(fd, "w") as handle:  # mode 0600 from mkstemp
+                handle.write(values)
+            yield ["-f", name]
+        finally:
+            os.unlink(name)
 
     def up(self, export_default_kubeconfig: bool = False) -> None:
         """Cluster (created or reused), image, both charts (installed or upgraded), all ready."""
@@ -198,6 +224,27 @@ class Stack:
             self.cluster.delete()
         else:
             print(f"kind-down: no kind cluster named {self.settings.cluster}")
+
+
+def generate_pointer_keys() -> str:
+    """The two lines of `claimcheck keys pointer` (CLAIMCHECK_POINTER_SIGNING_KEY=..., CLAIMCHECK_POINTER_VERIFY_KEYS=...)."""
+    cli = Path(sys.executable).parent / "claimcheck"
+    command = [str(cli) if cli.exists() else "claimcheck", "keys", "pointer"]
+    return subprocess.run(command, capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def pointer_keys_yaml(output: str) -> str:
+    """Values for the app chart from `claimcheck keys pointer`'s output; ValueError if a line is missing."""
+    found = {}
+    for line in output.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key in ("CLAIMCHECK_POINTER_SIGNING_KEY", "CLAIMCHECK_POINTER_VERIFY_KEYS"):
+            found[key] = value.strip()
+    if set(found) != {"CLAIMCHECK_POINTER_SIGNING_KEY", "CLAIMCHECK_POINTER_VERIFY_KEYS"}:
+        raise ValueError("`claimcheck keys pointer` did not print the lines "
+                         "CLAIMCHECK_POINTER_SIGNING_KEY= and CLAIMCHECK_POINTER_VERIFY_KEYS=")
+    return (f"signing:\n  pointerSigningKey: {json.dumps(found['CLAIMCHECK_POINTER_SIGNING_KEY'])}\n"
+            f"  pointerVerifyKeys: {json.dumps(found['CLAIMCHECK_POINTER_VERIFY_KEYS'])}\n")
 
 
 def ensure_helm() -> None:
@@ -249,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 ENDPOINTS = """
 claimcheck is running in kind cluster '{cluster}', namespace '{ns}' (kubectl context {ctx}).
 
-  RabbitMQ UI     http://127.0.0.1:31672     user claimcheck, password:
+  RabbitMQ UI     http://127.0.0.1:31672     user claimcheck (the administrator: no application pod has it), password:
                   kubectl --context {ctx} -n {ns} get secret rmq-default-user -o jsonpath='{{.data.password}}' | base64 -d
   AMQP (HAProxy)  amqp://127.0.0.1:30672
   MinIO console   http://127.0.0.1:30901     user and password:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import re
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -55,3 +56,48 @@ def test_kind_config_publishes_every_node_port_the_values_use() -> None:
     values = (ROOT / "scripts" / "kind-infra-values.yaml").read_text() + (ROOT / "scripts" / "kind-app-values.yaml").read_text()
     node_ports = {int(p) for p in re.findall(r"[nN]odePort: (\d+)", values)}
     assert node_ports and node_ports <= published, node_ports - published
+
+
+def test_pointer_keys_come_from_the_cli_output_as_chart_values() -> None:
+    output = ("CLAIMCHECK_POINTER_SIGNING_KEY=k1:penEVVQvatAcS_KVJeMWWFGYWCiCf5NEV_dJ44WLmLY=\n"
+              "CLAIMCHECK_POINTER_VERIFY_KEYS=k1:BfEYxu7LNnMVQiK6NOI0nqA-S9MPMaVvB_maRlJew6o=\n")
+    values = yaml.safe_load(kind_stack.pointer_keys_yaml(output))
+    assert values == {"signing": {"pointerSigningKey": "k1:penEVVQvatAcS_KVJeMWWFGYWCiCf5NEV_dJ44WLmLY=",
+                                  "pointerVerifyKeys": "k1:BfEYxu7LNnMVQiK6NOI0nqA-S9MPMaVvB_maRlJew6o="}}
+    import pytest
+
+    with pytest.raises(ValueError, match="CLAIMCHECK_POINTER_VERIFY_KEYS"):
+        kind_stack.pointer_keys_yaml(output.splitlines()[0])
+
+
+def test_kind_up_passes_pointer_keys_only_on_the_first_install() -> None:
+    """Later runs rely on the chart keeping the installed keys (lookup): new keys would make the
+    running consumers and coordinators refuse the producer's pointers."""
+    calls: list[tuple[str, ...]] = []
+
+    class Probe:
+        def __init__(self, installed: bool) -> None:
+            self.installed = installed
+            self.settings = kind_stack.Settings.from_env({"KIND_CLUSTER_NAME": "keys-test"})
+
+        def kubectl(self, *args: str, check: bool = True) -> kind_stack.Result:
+            calls.append(args)
+            return kind_stack.Result(0 if self.installed else 1, "", "")
+
+    (kind_stack.TOOLS / "kind" / "keys-test").mkdir(parents=True, exist_ok=True)
+    with kind_stack.Stack.pointer_keys_values(Probe(installed=True)) as args:  # type: ignore[arg-type]
+        assert args == []
+    assert calls[-1][:3] == ("get", "secret", "claimcheck-producer")
+    original = kind_stack.generate_pointer_keys
+    kind_stack.generate_pointer_keys = lambda: ("CLAIMCHECK_POINTER_SIGNING_KEY=k1:" + "A" * 43 + "=\n"
+                                                "CLAIMCHECK_POINTER_VERIFY_KEYS=k1:" + "B" * 43 + "=\n")
+    try:
+        with kind_stack.Stack.pointer_keys_values(Probe(installed=False)) as args:  # type: ignore[arg-type]
+            assert args[0] == "-f"
+            path = Path(args[1])
+            assert oct(path.stat().st_mode & 0o777) == "0o600"
+            assert yaml.safe_load(path.read_text())["signing"]["pointerVerifyKeys"] == "k1:" + "B" * 43 + "="
+        assert not path.exists()
+    finally:
+        kind_stack.generate_pointer_keys = original
+        (kind_stack.TOOLS / "kind" / "keys-test").rmdir()

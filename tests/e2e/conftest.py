@@ -121,15 +121,16 @@ def secret_data(name: str) -> dict[str, str]:
 
 
 def bucket_keys() -> set[str]:
-    """Every key in the payload bucket, read through a port-forward to MinIO's S3 API."""
+    """Every key in the payload bucket, read through a port-forward to MinIO's S3 API (as the
+    coordinator's S3 user: the only one allowed to list)."""
     import boto3
     from botocore.config import Config
 
     conn = secret_data("claimcheck-infra-connection")
     with stack().port_forward("svc/claimcheck-infra-minio", 9000) as port:
         s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name=conn["CLAIMCHECK_S3_REGION"],
-                          aws_access_key_id=conn["CLAIMCHECK_S3_ACCESS_KEY_ID"],
-                          aws_secret_access_key=conn["CLAIMCHECK_S3_SECRET_ACCESS_KEY"],
+                          aws_access_key_id=conn["CLAIMCHECK_S3_COORDINATOR_ACCESS_KEY_ID"],
+                          aws_secret_access_key=conn["CLAIMCHECK_S3_COORDINATOR_SECRET_ACCESS_KEY"],
                           config=Config(s3={"addressing_style": "path"}))
         keys: set[str] = set()
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=conn["CLAIMCHECK_S3_BUCKET"]):

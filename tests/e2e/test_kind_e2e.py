@@ -161,7 +161,9 @@ def test_second_make_kind_up_is_idempotent(cluster: Any) -> None:
     assert first.returncode == 0, "make kind-up failed on the existing cluster (its output is above)"
     selector = "app.kubernetes.io/part-of=claimcheck"
     before = {n: p["metadata"]["uid"] for n, p in pods(selector).items() if p["status"].get("phase") == "Running"}
-    secrets = {n: secret_data(n) for n in ("rmq-default-user", "claimcheck-infra-minio", "claimcheck-env")}
+    secrets = {n: secret_data(n) for n in ("rmq-default-user", "claimcheck-infra-minio", "claimcheck-producer",
+                                           "claimcheck-coordinator", "claimcheck-recipient-billing",
+                                           "claimcheck-recipient-audit", "claimcheck-operator")}
     revisions = {r["name"]: int(r["revision"]) for r in json.loads(helm("list", "-o", "json").stdout)}
 
     second = subprocess.run(["make", "kind-up"], cwd=ROOT, env=env, text=True, timeout=3600, check=False)
