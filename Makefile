@@ -5,6 +5,11 @@ SHELL := /bin/bash
 VENV      ?= .venv
 CLAIMCHECK = $(VENV)/bin/claimcheck
 PYTEST     = $(VENV)/bin/python -m pytest
+# Each component runs as its own role on the local stack (claimcheck/localstack.py, docs/security.md).
+AS_ROLE    = env $$($(VENV)/bin/python -m claimcheck.localstack env $(1))
+# Declare the groups' queues and create the role accounts: an administrator's step (guest, locally).
+PROVISION  = CLAIMCHECK_BROKER_USERS=$$($(VENV)/bin/python -m claimcheck.localstack broker-users $(1)) \
+             $(CLAIMCHECK) provision --recipients $(1) >/dev/null
 
 # Seed-compatible knobs.
 MSG_SIZE   ?= 1MB
@@ -29,6 +34,7 @@ install: ## Create .venv and install claimcheck with its dependencies
 up: install ## Start the local stack: 3-node RabbitMQ + HAProxy, PostgreSQL, S3 (SeaweedFS)
 	@bash scripts/stack.sh up
 	@$(CLAIMCHECK) migrate
+	@$(call PROVISION,$(RECIPIENTS))
 
 down: ## Stop the local stack (PURGE=1 also deletes its data)
 	@bash scripts/stack.sh down $(if $(PURGE),--purge)
@@ -40,17 +46,19 @@ demo: up ## The whole job end to end on the local stack, with a summary
 	@$(CLAIMCHECK) demo --count $(COUNT) --size $(MSG_SIZE)
 
 coordinator: install ## Run a coordinator in the foreground
-	@$(CLAIMCHECK) coordinator
+	@$(call AS_ROLE,coordinator) $(CLAIMCHECK) coordinator
 
 consumer: install ## Run one consumer replica of RECIPIENT (default billing)
-	@$(CLAIMCHECK) consumer --recipient $(RECIPIENT)
+	@$(call PROVISION,$(RECIPIENT))
+	@$(call AS_ROLE,recipient $(RECIPIENT)) $(CLAIMCHECK) consumer --recipient $(RECIPIENT)
 
 producer: install ## Produce COUNT payloads of MSG_SIZE for RECIPIENTS; VERIFY=1 waits for deletion
-	@$(CLAIMCHECK) producer --count $(COUNT) --size $(MSG_SIZE) --recipients $(RECIPIENTS) \
+	@$(call PROVISION,$(RECIPIENTS))
+	@$(call AS_ROLE,producer) $(CLAIMCHECK) producer --count $(COUNT) --size $(MSG_SIZE) --recipients $(RECIPIENTS) \
 	    $(if $(filter 1 true yes,$(VERIFY)),--verify,--no-verify)
 
 ledger: install ## Print the ledger (claimcheck status)
-	@$(CLAIMCHECK) status
+	@$(call AS_ROLE,reader) $(CLAIMCHECK) status
 
 rmq-stop: ## Gracefully stop RabbitMQ node NODE (0-2), like `kubectl delete pod rmq-NODE`
 	@bash scripts/stack.sh rmq-stop $(NODE)

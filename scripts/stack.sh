@@ -624,6 +624,9 @@ SQL
     PGPASSWORD=$PG_PASSWORD PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -X -q -At -h 127.0.0.1 -p "$PG_PORT" \
         -U "$PG_USER" -d "$PG_DB" -c 'select 1' >/dev/null ||
         die "cannot log in as $PG_USER on 127.0.0.1:$PG_PORT"
+    # The read-only role of `claimcheck status` (claimcheck/localstack.py): SELECT on the ledger.
+    "$(python_bin)" -m claimcheck.localstack reader-sql | pg_psql >>"$LOG_DIR/postgres.log" 2>&1 ||
+        die "could not create the read-only role (see $LOG_DIR/postgres.log)"
 }
 
 pg_stop() {
@@ -678,8 +681,9 @@ s3_start() {
     weed=$(weed_bin) || die "no weed binary; run: $0 install"
     ports_free SeaweedFS "${S3_SOCKET_PORTS[@]}"
     mkdir -p "$S3_DIR/data" "$S3_DIR/config"
-    cp "$TEMPLATES/seaweedfs-s3.json" "$S3_DIR/s3.json"
-    chmod 600 "$S3_DIR/s3.json"
+    # One identity per role (claimcheck/localstack.py), plus the admin that creates the bucket.
+    (umask 077 && "$(python_bin)" -m claimcheck.localstack s3-config >"$S3_DIR/s3.json") ||
+        die "cannot write the S3 identities (is claimcheck installed in $VENV? run: make install)"
     s3_clean_sockets
     printf '\n==== %s stack.sh: starting weed mini\n' "$(date -Is)" >>"$log"
     # shellcheck disable=SC2046  # s3_ports is a list of flags

@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pika
 import psycopg2
 import pytest
 
-from claimcheck import store
+from claimcheck import store, topology
 from claimcheck.config import Settings
 from claimcheck.schema import migrate
 
@@ -104,13 +105,19 @@ def management(method: str, path: str, body: Any = None) -> Any:
 
 @contextmanager
 def temporary_vhost(amqp_url: str) -> Iterator[str]:
-    """A fresh vhost that guest may use; yields ``amqp_url`` pointing at it, deletes it afterwards."""
+    """A fresh, provisioned vhost that guest may use; yields ``amqp_url`` pointing at it, deletes it afterwards."""
     name = unique("cc-test")
     management("PUT", f"/vhosts/{name}", {})
     management("PUT", f"/permissions/{name}/guest", {"configure": ".*", "write": ".*", "read": ".*"})
     parsed = urllib.parse.urlsplit(amqp_url)
+    url = urllib.parse.urlunsplit(parsed._replace(path=f"/{name}"))
     try:
-        yield urllib.parse.urlunsplit(parsed._replace(path=f"/{name}"))
+        connection = pika.BlockingConnection(pika.URLParameters(url))
+        try:
+            topology.declare(connection.channel())  # what provisioning does for a real vhost
+        finally:
+            connection.close()
+        yield url
     finally:
         management("DELETE", f"/vhosts/{name}")
 

@@ -1,14 +1,29 @@
 """Settings shared by every component, read from ``CLAIMCHECK_*`` environment variables.
 
-Defaults point at the local stack that ``make up`` starts (ports in docs/interfaces.md).
+Defaults point at the local stack that ``make up`` starts (ports in docs/interfaces.md). Each
+role reads only the keys it needs (docs/security.md); a key left unset falls back to a built-in
+local key, which is public knowledge and therefore refused unless the broker is on this machine.
 """
 
+import hashlib
+import ipaddress
+import urllib.parse
 from functools import lru_cache
 
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from claimcheck.signing import Keyring
+from claimcheck import signing
+from claimcheck.signing import Signer, Verifier
+
+# The built-in local keys: derived from public strings, so anyone could sign with them.
+LOCAL_POINTER_SIGNING_KEY = f"{signing.LOCAL_KEY_ID}:" + signing.b64(hashlib.sha256(b"claimcheck local pointer key").digest())
+LOCAL_COORDINATOR_KEY = f"{signing.LOCAL_KEY_ID}:claimcheck-local-coordinator-key"
+LOCAL_CONTROL_TOKEN = "claimcheck-local-control-token"
+
+
+class InsecureDefault(ValueError):
+    """A built-in local key (or none at all) where the broker is not on this machine."""
 
 
 class Settings(BaseSettings):
@@ -30,24 +45,122 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Seconds a publisher waits for a broker confirm before retrying on a fresh channel.
     confirm_timeout: float = 15.0
-    # HMAC keys for pointers and ACKs, "kid:secret[,kid:secret]": the first signs, all verify.
-    # The default is for the local stack only; the Helm chart generates a random one.
-    hmac_keys: str = "local:claimcheck-local-signing-key"
+    # Keys (docs/security.md): each role sets only its own; unset means the built-in local key.
+    # Producers: "kid:<urlsafe base64 Ed25519 seed>" signing pointers and intents.
+    pointer_signing_key: str = ""
+    # Consumers and coordinators: "kid:<urlsafe base64 Ed25519 public key>[,...]".
+    pointer_verify_keys: str = ""
+    # A recipient group's replicas: "kid:secret", this group's own ACK key.
+    ack_signing_key: str = ""
+    # Coordinators: "group:kid:secret[,...]", every group's ACK key.
+    ack_verify_keys: str = ""
+    # Coordinators: "kid:secret" signing and verifying the sweeper's barriers.
+    coordinator_key: str = ""
+    # Key ids no longer accepted, named as retired in dead-letter reasons: "kid[,group/kid...]".
+    retired_key_ids: str = ""
+    # Coordinators: bearer tokens accepted by DELETE /jobs/<job>, "token[,token]".
+    control_tokens: str = ""
+    # The operator (or a person): the bearer token it sends.
+    control_token: str = ""
     # Recipient groups a producer may name; empty allows any valid name.
     recipients: str = ""
+    # Provisioning only (`claimcheck provision`, an admin's step): the management API with the
+    # broker administrator's credentials, and the role accounts to create, "role=user:password,...".
+    management_url: str = "http://guest:guest@127.0.0.1:45672"
+    broker_users: str = ""
     # The orphan sweeper deletes objects no live pointer references once they are this old.
     sweep_grace_seconds: float = 3600.0
     sweep_interval_seconds: float = 300.0
 
-    @field_validator("hmac_keys")
+    @field_validator("pointer_signing_key")
     @classmethod
-    def _keyring_parses(cls, value: str) -> str:
-        Keyring.parse(value)
+    def _signing_key_parses(cls, value: str) -> str:
+        if value:
+            signing.pointer_signer(value)
         return value
 
-    def keyring(self) -> Keyring:
-        """The parsed HMAC keyring."""
-        return Keyring.parse(self.hmac_keys)
+    @field_validator("ack_signing_key", "coordinator_key")
+    @classmethod
+    def _hmac_key_parses(cls, value: str) -> str:
+        if value:
+            signing.coordinator_signer(value)  # the same kid:secret form
+        return value
+
+    @field_validator("pointer_verify_keys")
+    @classmethod
+    def _verify_keys_parse(cls, value: str) -> str:
+        signing.Verifier.parse(pointer_keys=value)
+        return value
+
+    @field_validator("ack_verify_keys")
+    @classmethod
+    def _ack_keys_parse(cls, value: str) -> str:
+        signing.Verifier.parse(ack_keys=value)
+        return value
+
+    # -- keys, by role -----------------------------------------------------------------------
+
+    def broker_is_local(self) -> bool:
+        """Whether the broker is on this machine (loopback), the only place built-in keys work."""
+        host = urllib.parse.urlsplit(self.amqp_url).hostname or ""
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    def _own_or_local(self, value: str, local: str, setting: str) -> str:
+        if value and value != local:
+            return value
+        if self.broker_is_local():
+            return local
+        host = urllib.parse.urlsplit(self.amqp_url).hostname
+        state = "is the built-in local key" if value else "is not set, so the built-in local key would be used"
+        raise InsecureDefault(f"CLAIMCHECK_{setting} {state}, which only a broker on this machine may see "
+                              f"(the broker is {host}): generate keys with `claimcheck keys`")
+
+    def pointer_signer(self) -> Signer:
+        """A producer's signer for pointers and intents."""
+        return signing.pointer_signer(self._own_or_local(self.pointer_signing_key, LOCAL_POINTER_SIGNING_KEY,
+                                                         "POINTER_SIGNING_KEY"))
+
+    def ack_signer(self, group: str) -> Signer:
+        """Recipient ``group``'s ACK signer."""
+        local = f"{signing.LOCAL_KEY_ID}:{signing.local_ack_secret(group)}"
+        return signing.ack_signer(self._own_or_local(self.ack_signing_key, local, "ACK_SIGNING_KEY"), group)
+
+    def coordinator_signer(self) -> Signer:
+        """The coordinators' signer for the sweeper's barriers."""
+        return signing.coordinator_signer(self._own_or_local(self.coordinator_key, LOCAL_COORDINATOR_KEY,
+                                                             "COORDINATOR_KEY"))
+
+    def _pointer_verify_keys(self) -> str:
+        local = signing.public_of(LOCAL_POINTER_SIGNING_KEY)
+        return self._own_or_local(self.pointer_verify_keys, local, "POINTER_VERIFY_KEYS")
+
+    def consumer_verifier(self, group: str) -> Verifier:
+        """What a replica of ``group`` verifies: pointers only; its own ACK key is named, never trusted."""
+        return Verifier.parse(self._pointer_verify_keys(), retired=self.retired_key_ids,
+                              signing_key_ids={self.ack_signer(group).key_id: "ack"})
+
+    def coordinator_verifier(self) -> Verifier:
+        """What a coordinator verifies: pointers and intents, every group's ACKs, barriers."""
+        local_acks = not self.ack_verify_keys
+        if local_acks:
+            self._own_or_local("", "local", "ACK_VERIFY_KEYS")
+        coordinator_key = self._own_or_local(self.coordinator_key, LOCAL_COORDINATOR_KEY, "COORDINATOR_KEY")
+        return Verifier.parse(self._pointer_verify_keys(), self.ack_verify_keys, coordinator_key,
+                              self.retired_key_ids, local_acks=local_acks)
+
+    def accepted_control_tokens(self) -> list[str]:
+        """The bearer tokens a coordinator accepts on DELETE /jobs/<job>."""
+        tokens = self._own_or_local(self.control_tokens, LOCAL_CONTROL_TOKEN, "CONTROL_TOKENS")
+        return [token.strip() for token in tokens.split(",") if token.strip()]
+
+    def sent_control_token(self) -> str:
+        """The bearer token a client of DELETE /jobs/<job> sends."""
+        return self._own_or_local(self.control_token, LOCAL_CONTROL_TOKEN, "CONTROL_TOKEN")
 
     def allowed_recipients(self) -> frozenset[str]:
         """The configured recipient groups (empty: any)."""

@@ -84,9 +84,10 @@ class RecipientConsumer:
         self._settings = settings
         self._recipient = recipient
         self._hook = hook
-        self._keyring = settings.keyring()
+        self._verifier = settings.consumer_verifier(recipient)
+        self._ack_signer = settings.ack_signer(recipient)
         self._s3 = store.client(settings)
-        self._declare = lambda channel: topology.declare(channel, [recipient])
+        self._declare = lambda channel: topology.declare_for_recipient(channel, recipient)
         self._publisher = BrokerSession(settings.amqp_url, self._declare, settings.confirm_timeout)
         self._worker_publishers = threading.local()  # pika connections are not thread-safe
         self._all_publishers = [self._publisher]
@@ -134,7 +135,7 @@ class RecipientConsumer:
     def _on_pointer(self, delivery: Delivery) -> None:
         metrics.RECEIVED.labels(self._recipient).inc()
         try:
-            pointer = decode_signed(self._keyring, delivery.body, delivery.properties.headers, Pointer,
+            pointer = decode_signed(self._verifier, delivery.body, delivery.properties.headers, Pointer,
                                     bucket=self._settings.s3_bucket)
         except InvalidMessage as exc:
             self._reject(delivery, exc.category, exc.reason)
@@ -208,7 +209,7 @@ class RecipientConsumer:
             topology.ACK_ROUTING_KEY,
             body,
             message_id=f"{pointer.object_id}.{self._recipient}",
-            headers=self._keyring.sign(body),
+            headers=self._ack_signer.sign(body),
         )
 
     def _finish(self, delivery: Delivery, pointer: Pointer, done: "Future[None]") -> None:

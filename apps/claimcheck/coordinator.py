@@ -11,6 +11,7 @@ Nothing a publisher sends can stop it: a message that cannot be judged, for what
 is dead-lettered alone (``internal: <error>``) and consuming goes on.
 """
 
+import hmac
 import logging
 import os
 import queue
@@ -31,7 +32,7 @@ from claimcheck.broker import BrokerSession
 from claimcheck.config import Settings
 from claimcheck.consuming import ConsumerLoop, Delivery, DependencyDown
 from claimcheck.deadletter import dead_letter
-from claimcheck.httpapi import Response, Route, routes_for, serve
+from claimcheck.httpapi import Request, Response, Route, routes_for, serve
 from claimcheck.ledger import Applied, DeleteTask, Ledger, Message, Outcome
 from claimcheck.protocol import POINTER_QUEUE_KINDS, Ack, Barrier, InvalidMessage, brief
 from claimcheck.schema import migrate
@@ -57,12 +58,13 @@ class Coordinator:
         # A lease outlives the longest an S3 delete can take with every retry, so it never
         # expires while its owner is still deleting.
         self._lease_seconds = lease_seconds or store.request_budget_seconds(self._s3) + 30.0
-        self._keyring = settings.keyring()
+        self._verifier = settings.coordinator_verifier()
+        self._control_tokens = [token.encode() for token in settings.accepted_control_tokens()]
         self._ledger = Ledger(settings.database_url, "claimcheck-coordinator")
-        self._publisher = BrokerSession(settings.amqp_url, topology.declare, settings.confirm_timeout)
+        self._publisher = BrokerSession(settings.amqp_url, topology.declare_for_coordinator, settings.confirm_timeout)
         self._loop = ConsumerLoop(
             settings.amqp_url,
-            topology.declare,
+            topology.declare_for_coordinator,
             [topology.COORDINATOR_POINTER_QUEUE, topology.ACK_QUEUE],
             prefetch,
             self._handle,
@@ -104,7 +106,7 @@ class Coordinator:
         """Decode and verify now; apply with the rest of this read from the broker (see _flush)."""
         kinds = POINTER_QUEUE_KINDS if delivery.queue == topology.COORDINATOR_POINTER_QUEUE else (Ack,)
         try:
-            message: Message = decode_signed(self._keyring, delivery.body, delivery.properties.headers, *kinds,
+            message: Message = decode_signed(self._verifier, delivery.body, delivery.properties.headers, *kinds,
                                              bucket=self._settings.s3_bucket)  # type: ignore[assignment]
         except InvalidMessage as exc:
             self._reject(delivery, exc.category, exc.reason)
@@ -286,26 +288,35 @@ class Coordinator:
                 return self._deleter_problem
             return None if self._loop.connected.is_set() else "not consuming from the broker"
 
-        def job(match: re.Match[str]) -> Response:
+        def job(request: Request) -> Response:
             with self._http_ledgers.lend() as ledger:
-                return 200, asdict(ledger.job_progress(match["job"]))
+                return 200, asdict(ledger.job_progress(request["job"]))
 
-        def cancel(match: re.Match[str]) -> Response:
+        def cancel(request: Request) -> Response:
+            if not self._authorized(request):
+                metrics.UNAUTHORIZED_REQUESTS.inc()
+                return 401, {"error": "DELETE /jobs needs Authorization: Bearer <control token>"}
             with self._http_ledgers.lend() as ledger:
-                cancelled = ledger.cancel_job(match["job"])
-            log.warning("job %s cancelled: %d pending objects will be deleted", match["job"], cancelled)
+                cancelled = ledger.cancel_job(request["job"])
+            log.warning("job %s cancelled: %d pending objects will be deleted", request["job"], cancelled)
             self._due.set()
-            return 200, {"job": match["job"], "cancelled": cancelled}
+            return 200, {"job": request["job"], "cancelled": cancelled}
 
-        def object_status(match: re.Match[str]) -> Response:
+        def object_status(request: Request) -> Response:
             with self._http_ledgers.lend() as ledger:
-                status = ledger.object_status(match["object_id"])
+                status = ledger.object_status(request["object_id"])
             return (404, {"error": "unknown object"}) if status is None else (200, asdict(status))
 
         job_path = re.compile(r"^/jobs/(?P<job>[A-Za-z0-9][A-Za-z0-9._-]{0,127})$")
         object_path = re.compile(r"^/objects/(?P<object_id>[0-9a-f]{32})$")
         return routes_for(readiness, [("GET", job_path, job), ("DELETE", job_path, cancel),
                                       ("GET", object_path, object_status)])
+
+
+    def _authorized(self, request: Request) -> bool:
+        """Whether the request carries one of the control tokens (compared in constant time)."""
+        given = (request.bearer_token() or "").encode()
+        return bool(given) and any(hmac.compare_digest(given, token) for token in self._control_tokens)
 
 
 class LedgerBusy(Exception):

@@ -9,15 +9,18 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import click
 
+from claimcheck import localstack, store
 from claimcheck.config import Settings
 from claimcheck.producer import new_job_id
 from claimcheck.progress import fetch_progress, wait_for
+from claimcheck.provisioning import parse_users, provision
 from claimcheck.sizes import format_size
 
 RECIPIENTS = {"billing": 2, "audit": 1}
@@ -39,13 +42,23 @@ class Child:
         return json.loads(lines[-1]) if lines else {}
 
 
-def _start(name: str, args: list[str], log_dir: Path) -> Child:
+def _start(name: str, args: list[str], log_dir: Path, role_env: dict[str, str]) -> Child:
     log_path = log_dir / f"{name}.log"
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "claimcheck", *args], stdout=subprocess.PIPE, stderr=log, env=os.environ.copy()
+        [sys.executable, "-m", "claimcheck", *args], stdout=subprocess.PIPE, stderr=log, env=os.environ | role_env
     )
     return Child(name, process, log_path, log)
+
+
+def _roles(settings: Settings) -> Callable[..., dict[str, str]]:
+    """On the local stack every component runs as its own role (provisioned here, as an admin);
+    elsewhere the environment says who each one is."""
+    if not settings.broker_is_local():
+        return lambda *role: {}
+    users = parse_users(localstack.broker_users(list(RECIPIENTS)))
+    provision(settings.amqp_url, settings.management_url, list(RECIPIENTS), users, settings.confirm_timeout)
+    return localstack.role_env
 
 
 def _say(text: str) -> None:
@@ -61,9 +74,10 @@ def run_demo(settings: Settings, count: int, size: int, timeout: float) -> dict[
     click.echo(f"claimcheck demo, job {job}: {count} x {format_size(size)} payloads for {groups}")
 
     children: list[Child] = []
+    role_env = _roles(settings)
     try:
         if fetch_progress(settings.coordinator_url, job) is None:
-            coordinator = _start("coordinator", ["coordinator"], log_dir)
+            coordinator = _start("coordinator", ["coordinator"], log_dir, role_env("coordinator"))
             children.append(coordinator)
             ready = wait_for(settings.coordinator_url, job, lambda _: True, timeout=30)
             if ready is None:
@@ -73,7 +87,8 @@ def run_demo(settings: Settings, count: int, size: int, timeout: float) -> dict[
             _say(f"using the coordinator already running at {settings.coordinator_url}")
 
         consumers = [
-            _start(f"consumer-{name}-{index}", ["consumer", "--recipient", name, "--job", job, "--expect", str(count)], log_dir)
+            _start(f"consumer-{name}-{index}", ["consumer", "--recipient", name, "--job", job, "--expect", str(count)],
+                   log_dir, role_env("recipient", name))
             for name, replicas in RECIPIENTS.items()
             for index in range(1, replicas + 1)
         ]
@@ -84,7 +99,7 @@ def run_demo(settings: Settings, count: int, size: int, timeout: float) -> dict[
             "producer",
             ["producer", "--job", job, "--count", str(count), "--size", str(size),
              "--recipients", ",".join(RECIPIENTS), "--verify", "--timeout", str(timeout)],
-            log_dir,
+            log_dir, role_env("producer"),
         )
         children.append(producer)
         producer.process.wait(timeout=timeout + 60)
@@ -106,7 +121,7 @@ def run_demo(settings: Settings, count: int, size: int, timeout: float) -> dict[
         _say(f"ledger: published {progress.get('published', 0)}, acked "
              + ", ".join(f"{name}={n}" for name, n in acked.items())
              + f", deleted {progress.get('deleted', 0)}, pending {progress.get('pending', 0)}")
-        leftovers = produced.get("leftover_objects", -1)
+        leftovers = len(store.list_keys(store.client(settings), settings.s3_bucket, f"{job}/"))
         _say(f"s3: {leftovers} objects left under {job}/")
         _say(f"logs: {log_dir}")
         return {

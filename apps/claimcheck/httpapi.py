@@ -9,7 +9,8 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -24,14 +25,32 @@ _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\
          b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
 
 Response = tuple[int, dict[str, Any]]
-Route = tuple[str, re.Pattern[str], Callable[[re.Match[str]], Response]]  # (method, path pattern, handler)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a route handler sees: its path match and the request's headers."""
+
+    match: re.Match[str]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, group: str) -> str:
+        return self.match[group]
+
+    def bearer_token(self) -> str | None:
+        """The token of an ``Authorization: Bearer <token>`` header, if any."""
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+Route = tuple[str, re.Pattern[str], Callable[[Request], Response]]  # (method, path pattern, handler)
 Readiness = Callable[[], str | None]  # None when ready, else the reason it is not
 
 
 def routes_for(readiness: Readiness, extra: list[Route]) -> list[Route]:
     """/healthz, /readyz and ``extra`` routes."""
 
-    def ready(_: re.Match[str]) -> Response:
+    def ready(_: Request) -> Response:
         reason = readiness()
         return (200, {"status": "ready"}) if reason is None else (503, {"status": "not ready", "reason": reason})
 
@@ -63,7 +82,7 @@ def serve(port: int, routes: list[Route], host: str = "0.0.0.0") -> ThreadingHTT
                 match = pattern.match(path)
                 if match and route_method == method:
                     try:
-                        status, document = handler(match)
+                        status, document = handler(Request(match, self.headers))
                     except Exception as exc:  # noqa: BLE001 - report, keep serving
                         log.exception("HTTP handler for %s failed", path)
                         status, document = 503, {"error": str(exc)}

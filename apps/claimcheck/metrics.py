@@ -100,6 +100,9 @@ SWEEPS_POSTPONED = Counter(
 DELETER_ERRORS = Counter(
     "claimcheck_coordinator_deleter_errors_total", "Deleter passes that failed (ledger or S3 unavailable, any error); retried"
 )
+UNAUTHORIZED_REQUESTS = Counter(
+    "claimcheck_coordinator_unauthorized_requests_total", "DELETE /jobs requests refused for lack of a valid control token"
+)
 DEAD_LETTERS = Counter(
     "claimcheck_dead_letters_total", "Messages dead-lettered, by component and reason", ["component", "reason"]
 )

@@ -18,13 +18,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from botocore.exceptions import BotoCoreError
+from pika.adapters.blocking_connection import BlockingChannel
 from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from claimcheck import metrics, payload, store, topology
 from claimcheck.broker import BrokerSession, reconnecting
 from claimcheck.config import Settings
 from claimcheck.protocol import Intent, Pointer, make_pointer, now, object_key
-from claimcheck.signing import Keyring
+from claimcheck.signing import Signer
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,10 @@ class IntentExpired(Exception):
     """An upload took so long that its object may already be swept: its pointer is not published."""
 
 
+def _check_pointer_exchange(channel: BlockingChannel) -> None:
+    topology.declare_for_producer(channel, ())
+
+
 class Announcer:
     """Publishes intents from upload threads, one broker connection per thread.
 
@@ -57,9 +62,9 @@ class Announcer:
     sweeper may have taken its object for an orphan.
     """
 
-    def __init__(self, settings: Settings, keyring: Keyring) -> None:
+    def __init__(self, settings: Settings, signer: Signer) -> None:
         self._settings = settings
-        self._keyring = keyring
+        self._signer = signer
         self._local = threading.local()
         self._sessions: list[BrokerSession] = []
         self._lock = threading.Lock()
@@ -69,13 +74,13 @@ class Announcer:
     def __call__(self, intent: Intent) -> None:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = BrokerSession(self._settings.amqp_url, topology.declare,
+            session = self._local.session = BrokerSession(self._settings.amqp_url, _check_pointer_exchange,
                                                           self._settings.confirm_timeout)
             with self._lock:
                 self._sessions.append(session)
         body = intent.encode()
         session.publish(topology.POINTER_EXCHANGE, topology.COORDINATOR_ROUTING_KEY, body,
-                        message_id=f"intent-{intent.object_id}", headers=self._keyring.sign(body))
+                        message_id=f"intent-{intent.object_id}", headers=self._signer.sign(body))
         with self._lock:
             self._confirmed_at[intent.object_id] = time.monotonic()
 
@@ -145,7 +150,7 @@ def _upload(s3: Any, bucket: str, key: str, chunks: Callable[[], Iterator[bytes]
     return stream
 
 
-def publish_pointer(broker: BrokerSession, keyring: Keyring, pointer: Pointer) -> None:
+def publish_pointer(broker: BrokerSession, signer: Signer, pointer: Pointer) -> None:
     """One signed, confirmed publish that the broker fans out to the coordinator and every recipient."""
     body = pointer.encode()
     broker.publish(
@@ -153,7 +158,7 @@ def publish_pointer(broker: BrokerSession, keyring: Keyring, pointer: Pointer) -
         topology.COORDINATOR_ROUTING_KEY,
         body,
         message_id=pointer.object_id,
-        headers={"CC": list(pointer.recipients), **keyring.sign(body)},
+        headers={"CC": list(pointer.recipients), **signer.sign(body)},
     )
 
 
@@ -176,13 +181,12 @@ class RunRequest:
 def produce(settings: Settings, request: RunRequest) -> Iterator[Pointer]:
     """Store and publish the run's payloads; yield each pointer once the broker confirmed it."""
     job, recipients, rate = request.job, request.recipients, request.rate
-    s3 = store.client(settings)
-    store.ensure_bucket(s3, settings.s3_bucket)
+    s3 = store.client(settings)  # the bucket exists: provisioning made it (a producer may not)
     broker = BrokerSession(
-        settings.amqp_url, lambda channel: topology.declare(channel, recipients), settings.confirm_timeout
+        settings.amqp_url, lambda channel: topology.declare_for_producer(channel, recipients), settings.confirm_timeout
     )
-    keyring = settings.keyring()
-    announce = Announcer(settings, keyring)
+    signer = settings.pointer_signer()
+    announce = Announcer(settings, signer)
     reconnecting(broker.channel)()  # declare the recipients' queues before the first pointer can be routed
     uploads = ThreadPoolExecutor(max_workers=request.parallelism, thread_name_prefix="upload")
     started = time.monotonic()
@@ -198,7 +202,7 @@ def produce(settings: Settings, request: RunRequest) -> Iterator[Pointer]:
         for pointer in uploads.map(paced, range(request.count)):
             announce.check_fresh(pointer)
             with metrics.PUBLISH_SECONDS.time():
-                publish_pointer(broker, keyring, pointer)
+                publish_pointer(broker, signer, pointer)
             metrics.PUBLISHED_OBJECTS.inc()
             metrics.PUBLISHED_BYTES.inc(pointer.payload_size)
             metrics.STORED_BYTES.inc(pointer.object_size)

@@ -53,10 +53,11 @@ class PointerQueueBarrier:
         barrier = Barrier(nonce=uuid.uuid4().hex, created_at=now())
         sent_at = self._ledger.now()  # before the publish: everything queued earlier is ahead of it
         body = barrier.encode()
-        session = BrokerSession(self._settings.amqp_url, topology.declare, self._settings.confirm_timeout)
+        session = BrokerSession(self._settings.amqp_url, topology.declare_for_coordinator,
+                                self._settings.confirm_timeout)
         try:
             session.publish(topology.POINTER_EXCHANGE, topology.COORDINATOR_ROUTING_KEY, body,
-                            message_id=f"barrier-{barrier.nonce}", headers=self._settings.keyring().sign(body))
+                            message_id=f"barrier-{barrier.nonce}", headers=self._settings.coordinator_signer().sign(body))
         finally:
             session.close()
         deadline = time.monotonic() + self._timeout

@@ -9,6 +9,7 @@ of deliveries. docs/protocol.md draws the picture.
 
 from collections.abc import Iterable
 
+import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 POINTER_EXCHANGE = "claimcheck.pointers"
@@ -44,7 +45,8 @@ def _work_queue_arguments() -> dict[str, object]:
 
 
 def declare(channel: BlockingChannel, recipients: Iterable[str] = ()) -> None:
-    """Declare the shared topology and the queues of ``recipients``; idempotent."""
+    """Declare the shared topology and the queues of ``recipients``; idempotent. An admin's job
+    (``claimcheck provision``): each role declares only what it owns (the functions below)."""
     channel.exchange_declare(POINTER_EXCHANGE, exchange_type="direct", durable=True)
     channel.exchange_declare(ACK_EXCHANGE, exchange_type="direct", durable=True)
     channel.exchange_declare(DEAD_EXCHANGE, exchange_type="fanout", durable=True)
@@ -60,3 +62,79 @@ def declare(channel: BlockingChannel, recipients: Iterable[str] = ()) -> None:
     for queue, exchange, routing_key in work_queues:
         channel.queue_declare(queue, durable=True, arguments=_work_queue_arguments())
         channel.queue_bind(queue, exchange, routing_key=routing_key)
+
+
+# -- each role's share of the topology ------------------------------------------------------------
+# A role never declares what it does not own: exchanges and the dead-letter queue exist because
+# an admin provisioned them (a passive declare needs no permission and fails if they do not).
+
+
+def _exchanges_exist(channel: BlockingChannel) -> None:
+    for exchange in (POINTER_EXCHANGE, ACK_EXCHANGE, DEAD_EXCHANGE):
+        try:
+            channel.exchange_declare(exchange, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if not _missing(exc):
+                raise
+            raise NotProvisioned(f"exchange {exchange!r} does not exist: provision the broker with "
+                                 "`claimcheck provision` (make up does)") from None
+
+
+class NotProvisioned(Exception):
+    """A queue or exchange a role relies on does not exist; only provisioning creates it."""
+
+
+def _missing(exc: pika.exceptions.ChannelClosedByBroker) -> bool:
+    """A 404 saying the thing does not exist, not that its node is down (that one passes)."""
+    return exc.reply_code == 404 and str(exc.reply_text).startswith(("NOT_FOUND - no queue", "NOT_FOUND - no exchange"))
+
+
+def declare_for_producer(channel: BlockingChannel, recipients: Iterable[str]) -> None:
+    """Check that the pointer exchange and every recipient's queue exist (a pointer whose
+    recipient has no queue would be routed to the others only, and never confirmed)."""
+    _exchanges_exist(channel)
+    for queue, owner in [(COORDINATOR_POINTER_QUEUE, "the coordinator"),
+                         *((recipient_queue(name), f"recipient group {name!r}") for name in recipients)]:
+        try:
+            channel.queue_declare(queue, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if not _missing(exc):
+                raise
+            raise NotProvisioned(f"{owner} has no queue {queue!r}: provision it with `claimcheck provision "
+                                 "--recipients ...`, or start the group's consumer, before producing") from None
+
+
+def declare_for_recipient(channel: BlockingChannel, recipient: str) -> None:
+    """A recipient group's own queue and its binding."""
+    _exchanges_exist(channel)
+    channel.queue_declare(recipient_queue(recipient), durable=True, arguments=_work_queue_arguments())
+    channel.queue_bind(recipient_queue(recipient), POINTER_EXCHANGE, routing_key=recipient)
+
+
+def declare_for_coordinator(channel: BlockingChannel) -> None:
+    """The coordinator's two queues and their bindings."""
+    _exchanges_exist(channel)
+    for queue, exchange, routing_key in ((COORDINATOR_POINTER_QUEUE, POINTER_EXCHANGE, COORDINATOR_ROUTING_KEY),
+                                         (ACK_QUEUE, ACK_EXCHANGE, ACK_ROUTING_KEY)):
+        channel.queue_declare(queue, durable=True, arguments=_work_queue_arguments())
+        channel.queue_bind(queue, exchange, routing_key=routing_key)
+
+
+# Broker permissions (configure, write, read regexes) of each role: exactly what the functions
+# above, publishing and consuming need (RabbitMQ's access-control table).
+def _names(*names: str) -> str:
+    return "^(" + "|".join(name.replace(".", "\\.") for name in names) + ")$"
+
+
+PRODUCER_PERMISSIONS = ("^$", _names(POINTER_EXCHANGE), "^$")
+COORDINATOR_PERMISSIONS = (
+    _names(COORDINATOR_POINTER_QUEUE, ACK_QUEUE),
+    _names(COORDINATOR_POINTER_QUEUE, ACK_QUEUE, POINTER_EXCHANGE, DEAD_EXCHANGE),  # binds, barriers, dead letters
+    _names(COORDINATOR_POINTER_QUEUE, ACK_QUEUE, POINTER_EXCHANGE, ACK_EXCHANGE),
+)
+
+
+def recipient_permissions(recipient: str) -> tuple[str, str, str]:
+    """A recipient group's: its own queue; ACKs and dead letters out; nothing of another group."""
+    own = recipient_queue(recipient)
+    return _names(own), _names(own, ACK_EXCHANGE, DEAD_EXCHANGE), _names(own, POINTER_EXCHANGE)

@@ -18,9 +18,8 @@ from claimcheck.ledger import Ledger
 from claimcheck.producer import store_payload
 from claimcheck.protocol import Pointer
 from claimcheck.schema import migrate
-from claimcheck.signing import Keyring
 from claimcheck.sweeper import PointerQueueBarrier
-from integration_helpers import DeadLetters, Running, free_port, unique, wait_until
+from integration_helpers import DeadLetters, LocalKeys, Running, free_port, unique, wait_until
 from testkit import reachable, require_stack
 
 s3 = testkit.s3  # the shared session fixture
@@ -104,6 +103,8 @@ def start_consumer(settings: Settings) -> Iterator[Callable[..., RecipientConsum
     def start(recipient: str, hook: Hook = noop_hook, workers: int = 4) -> RecipientConsumer:
         replica = RecipientConsumer(settings, recipient, hook, workers)
         running.append(Running(f"consumer-{recipient}", replica.run))
+        # Consuming means its queue is declared: producers check that every recipient has one.
+        wait_until(replica.consuming.is_set, 30, f"consumer of {recipient} consuming")
         return replica
 
     yield start
@@ -120,8 +121,8 @@ def broker(settings: Settings) -> Iterator[BrokerSession]:
 
 
 @pytest.fixture(scope="session")
-def keyring(settings: Settings) -> Keyring:
-    return settings.keyring()
+def keyring(settings: Settings) -> LocalKeys:
+    return LocalKeys(settings)
 
 
 @pytest.fixture

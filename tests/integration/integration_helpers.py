@@ -9,7 +9,9 @@ import pika
 
 from claimcheck import topology
 from claimcheck.broker import parameters
+from claimcheck.config import Settings
 from claimcheck.protocol import Ack, Pointer, now
+from claimcheck.signing import Signer
 from testkit import free_port as free_port  # re-exported for the suite
 from testkit import unique as unique
 from testkit import wait_until as wait_until
@@ -36,6 +38,21 @@ class Running:
         assert not self.thread.is_alive(), f"{self.thread.name} did not stop"
         if self.error is not None:
             raise self.error
+
+
+class LocalKeys:
+    """Every role's keys on the local stack, for hand-made messages; ``sign`` signs as a producer."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.pointer = settings.pointer_signer()
+
+    def sign(self, body: bytes) -> dict[str, str]:
+        return self.pointer.sign(body)
+
+    def ack(self, recipient: str) -> Signer:
+        """Recipient group ``recipient``'s ACK key."""
+        return self._settings.ack_signer(recipient)
 
 
 class DeadLetters:

@@ -22,8 +22,7 @@ from claimcheck.httpapi import MAX_CONCURRENT_REQUESTS
 from claimcheck.ledger import Ledger
 from claimcheck.producer import publish_pointer
 from claimcheck.protocol import Pointer, object_key
-from claimcheck.signing import Keyring
-from integration_helpers import DeadLetters, Running, ack_for, free_port, unique, wait_until
+from integration_helpers import DeadLetters, LocalKeys, Running, ack_for, free_port, unique, wait_until
 from testkit import temporary_database, temporary_vhost
 
 
@@ -111,7 +110,7 @@ def reachable(port: int) -> bool:
 
 
 def test_a_flood_of_requests_cannot_take_the_ledger_from_the_consuming_path(
-    settings: Settings, s3: Any, keyring: Keyring, stored: Callable[..., Pointer],
+    settings: Settings, s3: Any, keyring: LocalKeys, stored: Callable[..., Pointer],
     object_exists: Callable[[Pointer], bool],
 ) -> None:
     with isolated_coordinator(settings) as (own, url):
@@ -153,10 +152,10 @@ def test_a_flood_of_requests_cannot_take_the_ledger_from_the_consuming_path(
             broker = BrokerSession(own.amqp_url, lambda channel: topology.declare(channel, [billing]))
             try:
                 pointer = stored([billing])
-                publish_pointer(broker, keyring, pointer)
+                publish_pointer(broker, keyring.pointer, pointer)
                 body = ack_for(pointer, billing).encode()
                 broker.publish(topology.ACK_EXCHANGE, topology.ACK_ROUTING_KEY, body, message_id="flood-ack",
-                               headers=keyring.sign(body))
+                               headers=keyring.ack(billing).sign(body))
             finally:
                 broker.close()
             wait_until(lambda: not object_exists(pointer), 60, "the object deleted during the flood")
@@ -175,14 +174,14 @@ def test_a_flood_of_requests_cannot_take_the_ledger_from_the_consuming_path(
 
 def test_a_pointer_redelivered_after_its_object_was_deleted_is_settled_quietly(
     settings: Settings, coordinator_url: str, recipients: Callable[..., list[str]], stored: Callable[..., Pointer],
-    broker: BrokerSession, keyring: Keyring, ledger: Ledger, dead_letters: DeadLetters,
+    broker: BrokerSession, keyring: LocalKeys, ledger: Ledger, dead_letters: DeadLetters,
 ) -> None:
     (billing,) = recipients("billing")
     consumer = RecipientConsumer(settings.model_copy(update={"coordinator_url": coordinator_url}), billing)
     running = Running("consumer", consumer.run)
     try:
         pointer = stored([billing])
-        publish_pointer(broker, keyring, pointer)
+        publish_pointer(broker, keyring.pointer, pointer)
         wait_until(lambda: ledger.job_progress(pointer.job).deleted == 1, 30, "the object confirmed and deleted")
         settled = metrics.CONSUMED.labels(billing, "already_settled")
         before = settled._value.get()

@@ -1,6 +1,7 @@
 """The whole path, producer to delete, through real RabbitMQ, PostgreSQL and S3."""
 
 import json
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -66,7 +67,7 @@ def test_object_stays_until_the_last_recipient_confirms(
     fast, slow = recipients("fast", "slow")
     start_consumer(fast)
     pointer = stored([fast, slow])
-    publish_pointer(broker, settings.keyring(), pointer)
+    publish_pointer(broker, settings.pointer_signer(), pointer)
 
     wait_until(lambda: ledger.job_progress(pointer.job).acked.get(fast) == 1, 30, "the first recipient's ACK")
     assert object_exists(pointer), "deleted before every recipient confirmed"
@@ -91,14 +92,22 @@ def test_cancelling_a_job_deletes_its_pending_objects_once(
     job = unique("cancel")
     pointers = [stored(names, job=job) for _ in range(3)]
     for pointer in pointers:
-        publish_pointer(broker, settings.keyring(), pointer)
+        publish_pointer(broker, settings.pointer_signer(), pointer)
     wait_until(lambda: ledger.job_progress(job).pending == 3, 30, "three pending objects")
 
-    def cancel() -> dict[str, Any]:
-        request = urllib.request.Request(f"{coordinator_url}/jobs/{job}", method="DELETE")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.load(response)  # type: ignore[no-any-return]
+    def cancel(token: str | None = settings.sent_control_token()) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        request = urllib.request.Request(f"{coordinator_url}/jobs/{job}", method="DELETE", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.load(response)  # type: ignore[no-any-return]
+        except urllib.error.HTTPError as exc:
+            return {"status": exc.code}
 
+    # Without the control token, or with a wrong one: 401, and nothing changes.
+    assert cancel(None) == {"status": 401}
+    assert cancel("not-the-token") == {"status": 401}
+    assert ledger.job_progress(job).pending == 3
     assert cancel() == {"job": job, "cancelled": 3}
     wait_until(lambda: not any(object_exists(p) for p in pointers), 30, "the cancelled objects deleted")
     wait_until(lambda: ledger.job_progress(job).pending == 0, 30, "no pending objects left")
@@ -108,7 +117,7 @@ def test_cancelling_a_job_deletes_its_pending_objects_once(
 
     # A pointer of the cancelled run that arrives afterwards is settled as cancelled, not left pending.
     late = stored(names, job=job)
-    publish_pointer(broker, settings.keyring(), late)
+    publish_pointer(broker, settings.pointer_signer(), late)
     wait_until(lambda: not object_exists(late), 30, "the late pointer's object deleted as cancelled")
     wait_until(lambda: ledger.job_progress(job).cancelled == 4, 30, "the late object recorded as cancelled")
     progress = ledger.job_progress(job)

@@ -22,8 +22,8 @@ from claimcheck.deadletter import BODY_BYTES_HEADER, KEPT_BODY_BYTES
 from claimcheck.ledger import Ledger
 from claimcheck.producer import publish_pointer
 from claimcheck.protocol import Pointer
-from claimcheck.signing import KEY_ID_HEADER, SIGNATURE_HEADER, Keyring
-from integration_helpers import DeadLetters, unique, wait_until
+from claimcheck.signing import KEY_ID_HEADER, SIGNATURE_HEADER
+from integration_helpers import DeadLetters, LocalKeys, unique, wait_until
 
 # What pika can encode (it sends no floats, and decimals only within 32 bits).
 amqp_scalars = st.one_of(
@@ -119,7 +119,7 @@ def test_any_message_in_any_queue_is_dead_lettered_with_a_reason_and_nothing_sto
 
 def test_the_known_exploits_stop_nothing_and_lose_no_neighbour(
     hostile: tuple[Target, RawPublisher, RecipientConsumer], dead_letters: DeadLetters, settings: Settings,
-    stored: Callable[..., Pointer], broker: BrokerSession, keyring: Keyring, ledger: Ledger,
+    stored: Callable[..., Pointer], broker: BrokerSession, keyring: LocalKeys, ledger: Ledger,
 ) -> None:
     target, publisher, consumer = hostile
     (recipient,) = [name for _, name in [target.routes["recipient"]]]
@@ -136,7 +136,7 @@ def test_the_known_exploits_stop_nothing_and_lose_no_neighbour(
     for name, (body, header_map) in exploits.items():
         # Innocent pointers on either side of the poison, prefetched together with it.
         neighbour = stored([recipient])
-        publish_pointer(broker, keyring, neighbour)
+        publish_pointer(broker, keyring.pointer, neighbour)
         neighbours.append(neighbour)
         sent[name] = send_everywhere(target, publisher, body, header_map, unique(name))
     for name, ids in sent.items():
@@ -148,7 +148,7 @@ def test_the_known_exploits_stop_nothing_and_lose_no_neighbour(
 
 
 def test_an_oversized_body_is_dead_lettered_with_a_bounded_prefix(
-    hostile: tuple[Target, RawPublisher, RecipientConsumer], dead_letters: DeadLetters, keyring: Keyring,
+    hostile: tuple[Target, RawPublisher, RecipientConsumer], dead_letters: DeadLetters, keyring: LocalKeys,
 ) -> None:
     target, publisher, _ = hostile
     body = b"x" * 100_000  # over the protocol's 64 KiB, under the broker's 128 KiB
@@ -173,7 +173,7 @@ def test_the_broker_refuses_bodies_over_its_max_message_size(settings: Settings)
 
 
 def test_pointers_bound_to_another_object_or_bucket_are_dead_lettered_by_consumer_and_coordinator(
-    hostile: tuple[Target, RawPublisher, RecipientConsumer], dead_letters: DeadLetters, keyring: Keyring,
+    hostile: tuple[Target, RawPublisher, RecipientConsumer], dead_letters: DeadLetters, keyring: LocalKeys,
     stored: Callable[..., Pointer], broker: BrokerSession, ledger: Ledger,
 ) -> None:
     target, _, consumer = hostile

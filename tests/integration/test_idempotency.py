@@ -12,22 +12,22 @@ from claimcheck.config import Settings
 from claimcheck.consumer import RecipientConsumer
 from claimcheck.producer import publish_pointer as send_pointer
 from claimcheck.protocol import Ack, Pointer, make_pointer
-from integration_helpers import DeadLetters, ack_for, unique, wait_until
+from integration_helpers import DeadLetters, LocalKeys, ack_for, unique, wait_until
 
 Query = Callable[..., list[tuple[Any, ...]]]
 
 
-KEYRING = Settings().keyring()
+KEYS = LocalKeys(Settings())
 
 
 def publish_ack(broker: BrokerSession, ack: Ack, message_id: str | None = None) -> None:
     body = ack.encode()
     broker.publish(topology.ACK_EXCHANGE, topology.ACK_ROUTING_KEY, body,
-                   message_id=message_id or f"{ack.object_id}.{ack.recipient}", headers=KEYRING.sign(body))
+                   message_id=message_id or f"{ack.object_id}.{ack.recipient}", headers=KEYS.ack(ack.recipient).sign(body))
 
 
 def publish_pointer(broker: BrokerSession, pointer: Pointer) -> None:
-    send_pointer(broker, KEYRING, pointer)
+    send_pointer(broker, KEYS.pointer, pointer)
 
 
 def state_of(db: Query, pointer: Pointer) -> str | None:
@@ -232,12 +232,13 @@ def test_malformed_messages_are_dead_lettered_and_components_keep_running(
     tag = unique("garbage")
     broker.channel()
     topology.declare(broker.channel(), [name])
-    for exchange, key, body, suffix in [
-        (topology.POINTER_EXCHANGE, name, b"not json at all", "recipient"),
-        (topology.POINTER_EXCHANGE, topology.COORDINATOR_ROUTING_KEY, b'{"type": "pointer", "version": 9}', "coordinator"),
-        (topology.ACK_EXCHANGE, topology.ACK_ROUTING_KEY, b'{"type": "ack", "version": 1}', "ack"),
+    for exchange, key, body, suffix, signer in [
+        (topology.POINTER_EXCHANGE, name, b"not json at all", "recipient", KEYS.pointer),
+        (topology.POINTER_EXCHANGE, topology.COORDINATOR_ROUTING_KEY, b'{"type": "pointer", "version": 9}', "coordinator",
+         KEYS.pointer),
+        (topology.ACK_EXCHANGE, topology.ACK_ROUTING_KEY, b'{"type": "ack", "version": 1}', "ack", KEYS.ack(name)),
     ]:
-        broker.publish(exchange, key, body, message_id=f"{tag}-{suffix}", headers=KEYRING.sign(body))
+        broker.publish(exchange, key, body, message_id=f"{tag}-{suffix}", headers=signer.sign(body))
 
     assert dead_letters.reason_for(f"{tag}-recipient").startswith("invalid: not JSON")
     assert "unsupported pointer version 9" in dead_letters.reason_for(f"{tag}-coordinator")

@@ -10,10 +10,10 @@ from claimcheck.broker import BrokerSession
 from claimcheck.consumer import RecipientConsumer
 from claimcheck.producer import publish_pointer
 from claimcheck.protocol import Pointer
-from claimcheck.signing import Keyring
-from integration_helpers import DeadLetters, ack_for, wait_until
+from claimcheck.signing import new_pointer_key, pointer_signer
+from integration_helpers import DeadLetters, LocalKeys, ack_for, wait_until
 
-EVIL = Keyring.parse("evil:attacker-controlled-secret")
+EVIL = pointer_signer(new_pointer_key("evil")[0])
 Query = Callable[..., list[tuple[Any, ...]]]
 
 
@@ -40,7 +40,7 @@ def test_pointer_signed_with_an_unknown_key_is_never_fetched(
 def test_tampered_pointer_is_rejected_by_consumer_and_coordinator(
     coordinator_url: str, recipients: Callable[..., list[str]], start_consumer: Callable[..., RecipientConsumer],
     stored: Callable[..., Pointer], object_exists: Callable[[Pointer], bool], broker: BrokerSession, db: Query,
-    dead_letters: DeadLetters, keyring: Keyring,
+    dead_letters: DeadLetters, keyring: LocalKeys,
 ) -> None:
     (name,) = recipients("billing")
     start_consumer(name)
@@ -65,16 +65,16 @@ def test_tampered_pointer_is_rejected_by_consumer_and_coordinator(
 def test_unsigned_and_readdressed_acks_never_count(
     coordinator_url: str, recipients: Callable[..., list[str]], stored: Callable[..., Pointer],
     object_exists: Callable[[Pointer], bool], broker: BrokerSession, db: Query, dead_letters: DeadLetters,
-    keyring: Keyring,
+    keyring: LocalKeys,
 ) -> None:
     billing, audit = recipients("billing", "audit")
     pointer = stored([billing, audit])
-    publish_pointer(broker, keyring, pointer)
+    publish_pointer(broker, keyring.pointer, pointer)
     wait_until(lambda: db("SELECT state FROM objects WHERE object_id = %s", pointer.object_id) == [("pending",)],
                30, "the pointer in the ledger")
 
     billing_ack = ack_for(pointer, billing).encode()
-    billing_signature = keyring.sign(billing_ack)
+    billing_signature = keyring.ack(billing).sign(billing_ack)
     readdressed = billing_ack.replace(f'"recipient":"{billing}"'.encode(), f'"recipient":"{audit}"'.encode())
     assert readdressed != billing_ack
     broker.publish(topology.ACK_EXCHANGE, topology.ACK_ROUTING_KEY, readdressed, message_id="readdressed",

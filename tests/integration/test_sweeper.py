@@ -12,25 +12,25 @@ from claimcheck.coordinator import Coordinator
 from claimcheck.ledger import Ledger
 from claimcheck.producer import Announcer, publish_pointer, store_payload
 from claimcheck.protocol import Intent, Pointer, now, object_key
-from claimcheck.signing import Keyring
+from claimcheck.signing import new_pointer_key, pointer_signer
 from claimcheck.sweeper import PointerQueueBarrier, sweep
-from integration_helpers import DeadLetters, Running, ack_for, unique, wait_until
+from integration_helpers import DeadLetters, LocalKeys, Running, ack_for, unique, wait_until
 from testkit import temporary_vhost
 
 Query = Callable[..., list[tuple[Any, ...]]]
-EVIL = Keyring.parse("evil:attacker-controlled-secret")
+EVIL = pointer_signer(new_pointer_key("evil")[0])
 
 
-def publish_ack(broker: BrokerSession, keyring: Keyring, pointer: Pointer, recipient: str) -> None:
+def publish_ack(broker: BrokerSession, keyring: LocalKeys, pointer: Pointer, recipient: str) -> None:
     body = ack_for(pointer, recipient).encode()
     broker.publish(topology.ACK_EXCHANGE, topology.ACK_ROUTING_KEY, body, message_id=f"{pointer.object_id}.{recipient}",
-                   headers=keyring.sign(body))
+                   headers=keyring.ack(recipient).sign(body))
 
 
 def test_sweeps_orphans_and_never_objects_with_pending_recipients(
     settings: Settings, s3: Any, coordinator_url: str, recipients: Callable[..., list[str]],
     stored: Callable[..., Pointer], object_exists: Callable[[Pointer], bool], broker: BrokerSession,
-    ledger: Ledger, db: Query, dead_letters: DeadLetters, keyring: Keyring, barrier: PointerQueueBarrier,
+    ledger: Ledger, db: Query, dead_letters: DeadLetters, keyring: LocalKeys, barrier: PointerQueueBarrier,
 ) -> None:
     billing, audit = recipients("billing", "audit")
     job = unique("sweep")
@@ -40,7 +40,7 @@ def test_sweeps_orphans_and_never_objects_with_pending_recipients(
     foreign_key = f"{job}/notes.txt"
     s3.put_object(Bucket=settings.s3_bucket, Key=foreign_key, Body=b"not ours")
 
-    publish_pointer(broker, keyring, half_confirmed)
+    publish_pointer(broker, keyring.pointer, half_confirmed)
     publish_ack(broker, keyring, half_confirmed, billing)
     publish_pointer(broker, EVIL, rejected_pointer)
     dead_letters.reason_for(rejected_pointer.object_id)
@@ -67,13 +67,13 @@ def test_sweeps_orphans_and_never_objects_with_pending_recipients(
 def test_a_pointer_arriving_after_its_object_was_swept_is_dead_lettered(
     settings: Settings, s3: Any, coordinator_url: str, recipients: Callable[..., list[str]],
     stored: Callable[..., Pointer], broker: BrokerSession, ledger: Ledger, db: Query, dead_letters: DeadLetters,
-    keyring: Keyring, barrier: PointerQueueBarrier,
+    keyring: LocalKeys, barrier: PointerQueueBarrier,
 ) -> None:
     (billing,) = recipients("billing")
     late = stored([billing])
     assert sweep(s3, ledger, settings.s3_bucket, grace_seconds=0, barrier=barrier, prefix=f"{late.job}/") == 1
 
-    publish_pointer(broker, keyring, late)
+    publish_pointer(broker, keyring.pointer, late)
     assert "already swept" in dead_letters.reason_for(late.object_id)
     assert db("SELECT state, deleted_at IS NOT NULL FROM objects WHERE object_id = %s", late.object_id) == [
         ("deleted", True)
@@ -81,7 +81,7 @@ def test_a_pointer_arriving_after_its_object_was_swept_is_dead_lettered(
 
 
 def test_an_object_whose_pointer_waits_in_a_backlog_is_never_swept(
-    settings: Settings, s3: Any, ledger: Ledger, keyring: Keyring, object_exists: Callable[[Pointer], bool],
+    settings: Settings, s3: Any, ledger: Ledger, keyring: LocalKeys, object_exists: Callable[[Pointer], bool],
 ) -> None:
     """The coordinator is not consuming (down, or far behind): the producer's intent and pointer
     sit in its queue. No grace period makes that object sweepable: the sweep waits for its barrier."""
@@ -89,10 +89,10 @@ def test_an_object_whose_pointer_waits_in_a_backlog_is_never_swept(
         isolated = settings.model_copy(update={"amqp_url": url})
         job, billing = unique("backlog"), unique("billing")
         broker = BrokerSession(url, lambda channel: topology.declare(channel, [billing]))
-        announce = Announcer(isolated, keyring)
+        announce = Announcer(isolated, keyring.pointer)
         try:
             pointer = store_payload(s3, isolated, job, 0, 5_000, [billing], announce)
-            publish_pointer(broker, keyring, pointer)
+            publish_pointer(broker, keyring.pointer, pointer)
         finally:
             announce.close()
             broker.close()
@@ -114,7 +114,7 @@ def test_an_object_whose_pointer_waits_in_a_backlog_is_never_swept(
 def test_an_object_a_recipient_confirmed_is_never_swept_even_without_its_pointer(
     settings: Settings, s3: Any, coordinator_url: str, recipients: Callable[..., list[str]],
     stored: Callable[..., Pointer], object_exists: Callable[[Pointer], bool], broker: BrokerSession,
-    ledger: Ledger, keyring: Keyring, barrier: PointerQueueBarrier,
+    ledger: Ledger, keyring: LocalKeys, barrier: PointerQueueBarrier,
 ) -> None:
     """The coordinator's copy of the pointer is late or was dead-lettered, but a recipient already
     verified the payload and ACKed: a pointer exists somewhere, so the object is not an orphan."""
@@ -124,17 +124,17 @@ def test_an_object_a_recipient_confirmed_is_never_swept_even_without_its_pointer
     wait_until(lambda: ledger.job_progress(pointer.job).awaiting_pointer == 1, 30, "the early ACK in the ledger")
     assert sweep(s3, ledger, settings.s3_bucket, grace_seconds=0, barrier=barrier, prefix=f"{pointer.job}/") == 0
     assert object_exists(pointer), "an object a recipient confirmed was swept"
-    publish_pointer(broker, keyring, pointer)
+    publish_pointer(broker, keyring.pointer, pointer)
     publish_ack(broker, keyring, pointer, audit)
     wait_until(lambda: ledger.job_progress(pointer.job).deleted == 1, 30, "the object deleted after both ACKs")
 
 
 def test_announced_uploads_are_swept_only_after_the_grace_period_even_if_never_stored(
-    settings: Settings, s3: Any, coordinator_url: str, ledger: Ledger, keyring: Keyring,
+    settings: Settings, s3: Any, coordinator_url: str, ledger: Ledger, keyring: LocalKeys,
     object_exists: Callable[[Pointer], bool], barrier: PointerQueueBarrier,
 ) -> None:
     job = unique("intent")
-    announce = Announcer(settings, keyring)
+    announce = Announcer(settings, keyring.pointer)
     try:
         stored = store_payload(s3, settings, job, 0, 5_000, ["billing"], announce)  # producer died before publishing
         object_id = uuid.uuid4().hex  # the producer died before this upload finished

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from claimcheck.config import Settings
 from claimcheck.protocol import (
     MAX_MESSAGE_BYTES,
     POINTER_QUEUE_KINDS,
@@ -23,9 +24,12 @@ from claimcheck.protocol import (
     now,
     object_key,
 )
-from claimcheck.signing import KEY_ID_HEADER, SIGNATURE_HEADER, Keyring, decode_signed
+from claimcheck.signing import KEY_ID_HEADER, SIGNATURE_HEADER, Verifier, decode_signed
 
-KEYRING = Keyring.parse("local:claimcheck-local-signing-key,old:an-older-signing-key-1234")
+LOCAL = Settings(amqp_url="amqp://guest:guest@127.0.0.1:35672/%2F")
+VERIFIER = LOCAL.coordinator_verifier()
+POINTERS = LOCAL.pointer_signer()
+ACKS = LOCAL.ack_signer("billing")
 SHA = "a" * 64
 OBJECT_ID = "0" * 32
 
@@ -36,8 +40,8 @@ amqp_scalars = st.one_of(
 )
 amqp_values = st.recursive(amqp_scalars, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
-signature_headers = st.fixed_dictionaries({}, optional={KEY_ID_HEADER: st.one_of(st.sampled_from(["local", "old", "é"]),
-                                                                               amqp_values),
+KEY_IDS = st.sampled_from(["local", "billing/local", "coordinator/local", "é"])
+signature_headers = st.fixed_dictionaries({}, optional={KEY_ID_HEADER: st.one_of(KEY_IDS, amqp_values),
                                                         SIGNATURE_HEADER: st.one_of(st.text(max_size=70), amqp_values)})
 header_maps = st.one_of(st.none(), signature_headers,
                         st.dictionaries(st.text(min_size=1, max_size=20), amqp_values, max_size=6).flatmap(
@@ -77,9 +81,9 @@ bodies = st.one_of(st.binary(max_size=300), near_valid_documents(),
 
 def judge(body: bytes, headers: Any, kinds: tuple[type[Any], ...], sign: bool) -> None:
     if sign:
-        headers = {**(headers or {}), **KEYRING.sign(body)}
+        headers = {**(headers or {}), **(ACKS if Ack in kinds else POINTERS).sign(body)}
     try:
-        decode_signed(KEYRING, body, headers, *kinds, bucket="claimcheck")
+        decode_signed(VERIFIER, body, headers, *kinds, bucket="claimcheck")
     except InvalidMessage as exc:
         assert exc.reason and len(exc.reason) <= 600, exc.reason
         assert exc.category in {"invalid", "forged", "foreign_bucket"}
@@ -96,7 +100,7 @@ def test_any_body_and_any_headers_end_in_a_message_or_a_reason(body: bytes, head
 @pytest.mark.parametrize("signature", ["é" * 64, "\x00", "ab" * 100, b"\xff" * 64])
 def test_non_ascii_or_odd_signature_with_a_known_key_id_is_forged_not_a_crash(signature: Any) -> None:
     with pytest.raises(InvalidMessage) as caught:
-        decode_signed(KEYRING, b"{}", {KEY_ID_HEADER: "local", SIGNATURE_HEADER: signature}, Pointer)
+        decode_signed(VERIFIER, b"{}", {KEY_ID_HEADER: "local", SIGNATURE_HEADER: signature}, Pointer)
     assert caught.value.category == "forged"
     assert caught.value.reason.startswith("signature does not match")
 
@@ -104,24 +108,24 @@ def test_non_ascii_or_odd_signature_with_a_known_key_id_is_forged_not_a_crash(si
 @pytest.mark.parametrize("key_id", [7, ["local"], {"k": "local"}, Decimal("1.5"), b"local\xff"])
 def test_signature_headers_of_other_types_are_forged(key_id: Any) -> None:
     with pytest.raises(InvalidMessage) as caught:
-        decode_signed(KEYRING, b"{}", {KEY_ID_HEADER: key_id, SIGNATURE_HEADER: "00" * 32}, Pointer)
+        decode_signed(VERIFIER, b"{}", {KEY_ID_HEADER: key_id, SIGNATURE_HEADER: "00" * 32}, Pointer)
     assert caught.value.category == "forged"
 
 
 def test_an_oversized_body_is_refused_before_its_signature_is_computed() -> None:
-    class Refusing(Keyring):
-        def verify(self, body: bytes, headers: Any) -> None:
-            raise AssertionError("HMAC computed over an oversized body")
+    class Refusing(Verifier):
+        def verify(self, body: bytes, headers: Any) -> Any:
+            raise AssertionError("signature computed over an oversized body")
 
     body = b" " * (MAX_MESSAGE_BYTES + 1)
     with pytest.raises(InvalidMessage, match="exceeds the 65536-byte limit"):
-        decode_signed(Refusing({"k": b"x" * 16}), body, KEYRING.sign(body), Pointer)
+        decode_signed(Refusing(), body, POINTERS.sign(body), Pointer)
 
 
 def test_deep_nesting_is_invalid_not_a_recursion_error() -> None:
     body = b'{"type": "pointer", "version": 1, "recipients": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
     with pytest.raises(InvalidMessage):
-        decode_signed(KEYRING, body, KEYRING.sign(body), Pointer)
+        decode_signed(VERIFIER, body, POINTERS.sign(body), Pointer)
 
 
 def test_a_pointer_must_name_its_own_object_in_the_configured_bucket() -> None:
@@ -131,16 +135,16 @@ def test_a_pointer_must_name_its_own_object_in_the_configured_bucket() -> None:
                             ({"bucket": "elsewhere"}, "names bucket 'elsewhere'")):
         body = json.dumps({**document, **changes}).encode()
         with pytest.raises(InvalidMessage, match=reason):
-            decode_signed(KEYRING, body, KEYRING.sign(body), Pointer, bucket="claimcheck")
+            decode_signed(VERIFIER, body, POINTERS.sign(body), Pointer, bucket="claimcheck")
 
 
 def test_text_the_ledger_cannot_store_is_invalid() -> None:
-    ack = json.loads(Ack(object_id=OBJECT_ID, job="j", recipient="audit", payload_sha256=SHA, consumer="c",
+    ack = json.loads(Ack(object_id=OBJECT_ID, job="j", recipient="billing", payload_sha256=SHA, consumer="c",
                          acked_at=now()).encode())
     for consumer in ("nul\x00byte", "é", "\ud800"):
         body = json.dumps({**ack, "consumer": consumer}).encode()
         with pytest.raises(InvalidMessage, match="consumer"):
-            decode_signed(KEYRING, body, KEYRING.sign(body), Ack)
+            decode_signed(VERIFIER, body, ACKS.sign(body), Ack)
     naive = json.dumps({**ack, "acked_at": "2026-01-01T00:00:00"}).encode()
     with pytest.raises(InvalidMessage, match="acked_at"):
-        decode_signed(KEYRING, naive, KEYRING.sign(naive), Ack)
+        decode_signed(VERIFIER, naive, ACKS.sign(naive), Ack)

@@ -1,0 +1,137 @@
+"""Signatures that say who signed: Ed25519 pointers, per-group HMAC ACKs, the coordinators' barriers,
+rotation, retired keys, keys of the wrong role, and the built-in local keys refused off loopback."""
+
+from typing import Any
+
+import pytest
+
+from claimcheck.config import LOCAL_POINTER_SIGNING_KEY, InsecureDefault, Settings
+from claimcheck.protocol import Ack, Barrier, InvalidMessage, Pointer, make_pointer, now, object_key
+from claimcheck.signing import (
+    KEY_ID_HEADER,
+    SIGNATURE_HEADER,
+    KeyFormatError,
+    Verifier,
+    ack_signer,
+    coordinator_signer,
+    decode_signed,
+    new_pointer_key,
+    pointer_signer,
+)
+
+SHA = "a" * 64
+OBJECT_ID = "0" * 32
+POINTER_SIGNING, POINTER_VERIFY = new_pointer_key("p1")
+NEXT_SIGNING, NEXT_VERIFY = new_pointer_key("p2")
+BILLING = "k1:billing-secret-0123456789"
+AUDIT = "k1:audit-secret-0123456789"
+COORDINATOR = "c1:coordinator-secret-0123"
+
+
+def pointer() -> bytes:
+    return make_pointer(object_id=OBJECT_ID, job="j", bucket="claimcheck", key=object_key("j", OBJECT_ID), payload_size=1,
+                        payload_sha256=SHA, object_size=1, object_sha256=SHA, recipients=["billing"]).encode()
+
+
+def ack(recipient: str) -> bytes:
+    return Ack(object_id=OBJECT_ID, job="j", recipient=recipient, payload_sha256=SHA, consumer="c",
+               acked_at=now()).encode()
+
+
+def coordinator_verifier(**overrides: Any) -> Verifier:
+    arguments = {"pointer_keys": POINTER_VERIFY, "ack_keys": f"billing:{BILLING},audit:{AUDIT}",
+                 "coordinator_key": COORDINATOR} | overrides
+    return Verifier.parse(**arguments)
+
+
+def forged(verifier: Verifier, body: bytes, headers: Any, *kinds: type[Any]) -> str:
+    with pytest.raises(InvalidMessage) as caught:
+        decode_signed(verifier, body, headers, *kinds)
+    assert caught.value.category == "forged"
+    return caught.value.reason
+
+
+def test_each_role_signs_what_it_may_and_the_coordinator_verifies_it() -> None:
+    verifier = coordinator_verifier()
+    body = pointer()
+    assert isinstance(decode_signed(verifier, body, pointer_signer(POINTER_SIGNING).sign(body), Pointer), Pointer)
+    confirmation = ack("billing")
+    assert decode_signed(verifier, confirmation, ack_signer(BILLING, "billing").sign(confirmation), Ack).recipient == "billing"
+    barrier = Barrier(nonce=OBJECT_ID, created_at=now()).encode()
+    assert isinstance(decode_signed(verifier, barrier, coordinator_signer(COORDINATOR).sign(barrier), Barrier), Barrier)
+
+
+def test_a_consumer_holds_nothing_that_signs_a_pointer() -> None:
+    """The verify key is public: no key a consumer or coordinator holds produces a valid pointer signature."""
+    body = pointer()
+    verifier = coordinator_verifier()
+    for signer in (ack_signer(BILLING, "billing"), coordinator_signer(COORDINATOR)):
+        reason = forged(verifier, body, signer.sign(body), Pointer)
+        assert "cannot sign a message of type 'pointer'" in reason, reason
+
+
+def test_one_groups_key_cannot_confirm_for_another() -> None:
+    body = ack("billing")
+    reason = forged(coordinator_verifier(), body, ack_signer(AUDIT, "audit").sign(body), Ack)
+    assert reason == "ACK for recipient 'billing' signed with group 'audit''s key 'audit/k1'"
+    # Claiming billing's key id with audit's secret does not help either.
+    claimed = {**ack_signer(AUDIT, "audit").sign(body), KEY_ID_HEADER: "billing/k1"}
+    assert forged(coordinator_verifier(), body, claimed, Ack).startswith("signature does not match")
+
+
+def test_a_pointer_key_cannot_sign_an_ack() -> None:
+    body = ack("billing")
+    reason = forged(coordinator_verifier(), body, pointer_signer(POINTER_SIGNING).sign(body), Ack)
+    assert "cannot sign a message of type 'ack'" in reason
+
+
+def test_rotation_verifies_old_and_new_keys_and_names_retired_ones() -> None:
+    body = pointer()
+    both = coordinator_verifier(pointer_keys=f"{NEXT_VERIFY},{POINTER_VERIFY}")
+    for signing in (POINTER_SIGNING, NEXT_SIGNING):
+        decode_signed(both, body, pointer_signer(signing).sign(body), Pointer)
+    after = coordinator_verifier(pointer_keys=NEXT_VERIFY, retired="p1")
+    assert forged(after, body, pointer_signer(POINTER_SIGNING).sign(body), Pointer) == "signed with the retired key id 'p1'"
+    assert "unknown signing key id 'p1'" in forged(coordinator_verifier(pointer_keys=NEXT_VERIFY), body,
+                                                   pointer_signer(POINTER_SIGNING).sign(body), Pointer)
+
+
+def test_a_consumer_names_its_own_ack_key_when_it_signs_a_pointer() -> None:
+    settings = Settings(pointer_verify_keys=POINTER_VERIFY, ack_signing_key=BILLING)
+    body = pointer()
+    reason = forged(settings.consumer_verifier("billing"), body, settings.ack_signer("billing").sign(body), Pointer)
+    assert reason.startswith("key id 'billing/k1' is a recipient group's ACK key")
+
+
+@pytest.mark.parametrize("signature", ["é" * 128, "zz" * 64, "00" * 10, b"\xff" * 64])
+def test_malformed_ed25519_signatures_are_forged_not_a_crash(signature: Any) -> None:
+    reason = forged(coordinator_verifier(), pointer(), {KEY_ID_HEADER: "p1", SIGNATURE_HEADER: signature}, Pointer)
+    assert reason.startswith("signature does not match")
+
+
+def test_built_in_local_keys_work_on_loopback_and_are_refused_elsewhere() -> None:
+    local = Settings(amqp_url="amqp://guest:guest@127.0.0.1:35672/%2F")
+    body = pointer()
+    decode_signed(local.coordinator_verifier(), body, local.pointer_signer().sign(body), Pointer)
+    confirmation = ack("audit")
+    decode_signed(local.coordinator_verifier(), confirmation, local.ack_signer("audit").sign(confirmation), Ack)
+    remote = Settings(amqp_url="amqp://u:p@rmq.claimcheck.svc:5672/%2F")
+    for use in (remote.pointer_signer, remote.coordinator_verifier, remote.accepted_control_tokens,
+                lambda: remote.ack_signer("billing"), lambda: remote.consumer_verifier("billing")):
+        with pytest.raises(InsecureDefault, match="only a broker on this machine"):
+            use()
+    explicit_local = Settings(amqp_url="amqp://u:p@10.0.0.5/%2F", pointer_signing_key=LOCAL_POINTER_SIGNING_KEY)
+    with pytest.raises(InsecureDefault, match="CLAIMCHECK_POINTER_SIGNING_KEY is the built-in local key"):
+        explicit_local.pointer_signer()
+
+
+@pytest.mark.parametrize("text", ["", "nokey", "p1:short", "p1:" + "A" * 43 + ",p2:" + "A" * 43, "a/b:" + "A" * 43])
+def test_bad_signing_keys_are_refused(text: str) -> None:
+    with pytest.raises(KeyFormatError):
+        pointer_signer(text)
+
+
+@pytest.mark.parametrize("text", ["billing:k1", "Bad Group:k1:0123456789abcdef0", "billing:k1:short"])
+def test_bad_ack_verify_keys_are_refused(text: str) -> None:
+    with pytest.raises(KeyFormatError):
+        Verifier.parse(ack_keys=text)
