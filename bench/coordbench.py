@@ -39,8 +39,8 @@ class CoordinatorBench:
     def __init__(self, env: BenchEnv, objects: int) -> None:
         self.env = env
         self.objects = objects
-        self.amqp_url = env.vhost("coord")
         self.groups = [f"{env.run_id}-a1", f"{env.run_id}-a2"]
+        self.amqp_url = env.vhost("coord", self.groups)
         self.messages: dict[str, list[tuple[Any, bytes]]] = {POINTER_QUEUE: [], ACK_QUEUE: []}
         self.fill_seconds = 0.0
 

@@ -20,9 +20,9 @@ ACK_QUEUE = "claimcheck.coordinator.acks"
 class Memory:
     def __init__(self, env: BenchEnv) -> None:
         self.env = env
-        self.amqp_url = env.vhost("mem")
-        self.vhost = f"ccbench-{env.run_id}-mem"
         self.recipient = f"{env.run_id}-m"
+        self.amqp_url = env.vhost("mem", [self.recipient])
+        self.vhost = f"ccbench-{env.run_id}-mem"
         self.child_env = env.env(self.amqp_url)
         self._seq = 0
 

@@ -81,12 +81,12 @@ class Pipeline:
     def __init__(self, env: BenchEnv, groups: int, name: str = "pipe", consumer_args: tuple[str, ...] = ()) -> None:
         self.env = env
         self.name = name
-        self.amqp_url = env.vhost(name)
+        self.groups = [f"{env.run_id}-g{index}" for index in range(1, groups + 1)]
+        self.amqp_url = env.vhost(name, self.groups)
         self.vhost = f"ccbench-{env.run_id}-{name}"
         self.dsn = env.database(name)
         self.port = free_port()
         self.child_env = env.env(self.amqp_url, self.dsn, self.port)
-        self.groups = [f"{env.run_id}-g{index}" for index in range(1, groups + 1)]
         self.meter = CpuMeter()
         self._seq = 0
         self._consumer_args = consumer_args

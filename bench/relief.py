@@ -26,9 +26,9 @@ _PUBLISHED = re.compile(r"published (\d+) pointers in ([0-9.]+) s")
 class Relief:
     def __init__(self, env: BenchEnv) -> None:
         self.env = env
-        self.amqp_url = env.vhost("relief")
-        self.vhost = f"ccbench-{env.run_id}-relief"
         self.recipients = [f"{env.run_id}-r1", f"{env.run_id}-r2"]
+        self.amqp_url = env.vhost("relief", self.recipients)
+        self.vhost = f"ccbench-{env.run_id}-relief"
         self.child_env = env.env(self.amqp_url)
         self._seq = 0
 
@@ -54,6 +54,7 @@ class Relief:
                 PYTHON, "-m", "bench.inline", "--url", self.amqp_url, "--queues", ",".join(self._inline_queues()),
                 "--size", str(size), "--count", str(count)], self.child_env, measure=True)
         else:
+            self.env.provision(self.amqp_url, self.recipients)  # the last pointer run deleted the queues
             job = f"{self.env.run_id}-relief-{self._seq:03d}"
             proc = self.env.claimcheck(f"relief-pointer-{self._seq:03d}", [
                 "producer", "--job", job, "--count", str(count), "--size", str(size),

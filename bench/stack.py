@@ -27,6 +27,8 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
+from claimcheck.provisioning import provision
+
 log = logging.getLogger("bench")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -338,13 +340,20 @@ class BenchEnv:
         self.workdir.mkdir(parents=True, exist_ok=True)
 
     # resources
-    def vhost(self, suffix: str) -> str:
-        """Create vhost ``ccbench-<run>-<suffix>`` for guest; return its AMQP URL."""
+    def vhost(self, suffix: str, recipients: Sequence[str] = ()) -> str:
+        """Create vhost ``ccbench-<run>-<suffix>`` for guest, provisioned for ``recipients``; return its AMQP URL."""
         name = f"ccbench-{self.run_id}-{suffix}"
         mgmt("PUT", f"/api/vhosts/{quote(name)}", {})
         mgmt("PUT", f"/api/permissions/{quote(name)}/guest", {"configure": ".*", "write": ".*", "read": ".*"})
         self.vhosts.append(name)
-        return f"{AMQP_BASE}/{quote(name)}"
+        url = f"{AMQP_BASE}/{quote(name)}"
+        self.provision(url, recipients)
+        return url
+
+    @staticmethod
+    def provision(amqp_url: str, recipients: Sequence[str]) -> None:
+        """Declare the topology and the recipients' queues, as `claimcheck provision` does."""
+        provision(amqp_url, "", list(recipients), [])
 
     def database(self, suffix: str, migrate: bool = True) -> str:
         """Create database ``ccbench_<run>_<suffix>``, apply the ledger migrations; return its DSN."""
@@ -370,7 +379,8 @@ class BenchEnv:
         """The environment of a claimcheck child process pointed at this run's resources."""
         env = {key: value for key, value in os.environ.items() if not key.startswith("CLAIMCHECK_")}
         for key in ("CLAIMCHECK_S3_ENDPOINT_URL", "CLAIMCHECK_S3_ACCESS_KEY_ID", "CLAIMCHECK_S3_SECRET_ACCESS_KEY",
-                    "CLAIMCHECK_HMAC_KEYS"):
+                    "CLAIMCHECK_POINTER_SIGNING_KEY", "CLAIMCHECK_POINTER_VERIFY_KEYS", "CLAIMCHECK_ACK_SIGNING_KEY",
+                    "CLAIMCHECK_ACK_VERIFY_KEYS", "CLAIMCHECK_COORDINATOR_KEY"):
             if key in os.environ:
                 env[key] = os.environ[key]
         env["CLAIMCHECK_S3_BUCKET"] = self.bucket

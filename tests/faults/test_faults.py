@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 
 # Long enough at 20 pointers/s that the producer is still publishing when the fault hits, even
 # on a loaded 2-core machine.
-COUNT = 450
+COUNT = 600
 SIZE = "8KB"
 
 

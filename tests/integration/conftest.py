@@ -17,6 +17,7 @@ from claimcheck.coordinator import Coordinator
 from claimcheck.ledger import Ledger
 from claimcheck.producer import store_payload
 from claimcheck.protocol import Pointer
+from claimcheck.provisioning import provision
 from claimcheck.schema import migrate
 from claimcheck.sweeper import PointerQueueBarrier
 from integration_helpers import DeadLetters, LocalKeys, Running, free_port, unique, wait_until
@@ -78,12 +79,14 @@ def coordinator_url(settings: Settings, migrated: None) -> Iterator[str]:
 
 @pytest.fixture
 def recipients(settings: Settings) -> Iterator[Callable[..., list[str]]]:
-    """Make unique recipient names; their queues are deleted after the test."""
+    """Make unique recipient groups, provisioned (their queues declared) as `make up` does for
+    billing and audit; their queues are deleted after the test."""
     made: list[str] = []
 
     def make(*bases: str) -> list[str]:
         names = [unique(base) for base in bases]
         made.extend(names)
+        provision(settings.amqp_url, settings.management_url, names, [])
         return names
 
     yield make

@@ -22,7 +22,7 @@ from claimcheck import topology
 from claimcheck.broker import BrokerRefused, BrokerSession, parameters
 from claimcheck.config import Settings
 from claimcheck.consumer import RecipientConsumer
-from testkit import management
+from testkit import management, unique
 
 REPO = Path(__file__).resolve().parents[2]
 STACK = REPO / "scripts" / "stack.sh"
@@ -129,21 +129,21 @@ def test_a_user_without_permissions_is_refused(
         assert "403" in str(error) and "ACCESS_REFUSED" in str(error) and "permission" in str(error)
 
 
-def test_a_queue_declared_with_other_arguments_is_refused(
-    settings: Settings, recipients: Callable[..., list[str]]
-) -> None:
-    (recipient,) = recipients("refused")  # its queue is deleted after the test
+def test_a_queue_declared_with_other_arguments_is_refused(settings: Settings) -> None:
+    recipient = unique("refused")  # not provisioned: the test declares its queue wrongly first
     queue = topology.recipient_queue(recipient)
     connection = pika.BlockingConnection(parameters(settings.amqp_url))
     try:
         connection.channel().queue_declare(queue, durable=True, arguments={"x-queue-type": "classic"})
+        declare_recipient: Callable[[Any], None] = lambda channel: topology.declare(channel, [recipient])  # noqa: E731
+        for run in (lambda: publish_once(settings.amqp_url, declare_recipient), consume(settings, recipient)):
+            error = refusal_within_deadline(run)
+            assert "406" in str(error) and "inequivalent arg" in str(error) and queue in str(error)
     finally:
+        if not connection.is_open:
+            connection = pika.BlockingConnection(parameters(settings.amqp_url))
+        connection.channel().queue_delete(queue)
         connection.close()
-
-    declare_recipient: Callable[[Any], None] = lambda channel: topology.declare(channel, [recipient])  # noqa: E731
-    for run in (lambda: publish_once(settings.amqp_url, declare_recipient), consume(settings, recipient)):
-        error = refusal_within_deadline(run)
-        assert "406" in str(error) and "inequivalent arg" in str(error) and queue in str(error)
 
 
 def configured_max_message_size() -> int | None:
