@@ -8,6 +8,7 @@ once instead of getting a thread of its own.
 import json
 import logging
 import re
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -100,7 +101,8 @@ def serve(port: int, routes: list[Route], host: str = "0.0.0.0") -> ThreadingHTT
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
             log.debug("http: " + format, *args)
 
-    server = _BoundedServer((host, port), Handler)
+    server_class = type("Server", (_BoundedServer,), {"address_family": socket.AF_INET6}) if ":" in host else _BoundedServer
+    server = server_class((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server
 
