@@ -181,7 +181,8 @@ class CoordinatorBench:
                 cursor.execute(
                     """INSERT INTO bench_upserts (object_id, recipient, payload_sha256, consumer)
                        VALUES (%s, %s, %s, %s)
-                       ON CONFLICT (object_id, recipient) DO UPDATE SET duplicates = bench_upserts.duplicates + 1""",
+                       ON CONFLICT (object_id, recipient, payload_sha256)
+                       DO UPDATE SET duplicates = bench_upserts.duplicates + 1""",
                     row,
                 )
         seconds = time.perf_counter() - started

@@ -7,7 +7,7 @@ Every queue is a quorum queue that dead-letters to ``claimcheck.dead`` after a b
 of deliveries. docs/protocol.md draws the picture.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
@@ -71,22 +71,24 @@ def declare(channel: BlockingChannel, recipients: Iterable[str] = ()) -> None:
 
 def _exchanges_exist(channel: BlockingChannel) -> None:
     for exchange in (POINTER_EXCHANGE, ACK_EXCHANGE, DEAD_EXCHANGE):
-        try:
-            channel.exchange_declare(exchange, passive=True)
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if not _missing(exc):
-                raise
-            raise NotProvisioned(f"exchange {exchange!r} does not exist: provision the broker with "
-                                 "`claimcheck provision` (make up does)") from None
+        _must_exist(lambda: channel.exchange_declare(exchange, passive=True),  # noqa: B023 - called at once
+                    f"exchange {exchange!r} does not exist: provision the broker with `claimcheck provision` "
+                    "(make up does)")
 
 
 class NotProvisioned(Exception):
     """A queue or exchange a role relies on does not exist; only provisioning creates it."""
 
 
-def _missing(exc: pika.exceptions.ChannelClosedByBroker) -> bool:
-    """A 404 saying the thing does not exist, not that its node is down (that one passes)."""
-    return exc.reply_code == 404 and str(exc.reply_text).startswith(("NOT_FOUND - no queue", "NOT_FOUND - no exchange"))
+def _must_exist(passive_declare: Callable[[], object], missing: str) -> None:
+    """Run a passive declare; a 404 saying the thing does not exist (not that its node is down,
+    which passes) becomes :class:`NotProvisioned` with ``missing`` as its message."""
+    try:
+        passive_declare()
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 404 and str(exc.reply_text).startswith(("NOT_FOUND - no queue", "NOT_FOUND - no exchange")):
+            raise NotProvisioned(missing) from None
+        raise
 
 
 def declare_for_producer(channel: BlockingChannel, recipients: Iterable[str]) -> None:
@@ -95,13 +97,9 @@ def declare_for_producer(channel: BlockingChannel, recipients: Iterable[str]) ->
     _exchanges_exist(channel)
     for queue, owner in [(COORDINATOR_POINTER_QUEUE, "the coordinator"),
                          *((recipient_queue(name), f"recipient group {name!r}") for name in recipients)]:
-        try:
-            channel.queue_declare(queue, passive=True)
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if not _missing(exc):
-                raise
-            raise NotProvisioned(f"{owner} has no queue {queue!r}: provision it with `claimcheck provision "
-                                 "--recipients ...`, or start the group's consumer, before producing") from None
+        _must_exist(lambda: channel.queue_declare(queue, passive=True),  # noqa: B023 - called at once
+                    f"{owner} has no queue {queue!r}: provision it with `claimcheck provision --recipients ...`, "
+                    "or start the group's consumer, before producing")
 
 
 def declare_for_recipient(channel: BlockingChannel, recipient: str) -> None:

@@ -23,7 +23,7 @@ from claimcheck.ledger import Ledger
 from claimcheck.producer import publish_pointer
 from claimcheck.protocol import Pointer, object_key
 from integration_helpers import DeadLetters, LocalKeys, Running, ack_for, free_port, unique, wait_until
-from testkit import temporary_database, temporary_vhost
+from testkit import reachable, temporary_database, temporary_vhost
 
 
 def readiness(coordinator: Coordinator) -> str | None:
@@ -95,18 +95,10 @@ def isolated_coordinator(settings: Settings) -> Iterator[tuple[Settings, str]]:
         port = free_port()
         running = Running("coordinator", lambda stop: Coordinator(own).run(stop, port))
         try:
-            wait_until(lambda: reachable(port), 30, "the coordinator's HTTP endpoint")
+            wait_until(lambda: reachable(f"http://127.0.0.1:{port}", port), 30, "the coordinator's HTTP endpoint")
             yield own, f"http://127.0.0.1:{port}"
         finally:
             running.stop()
-
-
-def reachable(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def test_a_flood_of_requests_cannot_take_the_ledger_from_the_consuming_path(
