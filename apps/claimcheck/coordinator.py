@@ -51,13 +51,13 @@ HTTP_LEDGER_CONNECTIONS = 4
 class Coordinator:
     """One coordinator replica: consumer loop, deleter thread and HTTP endpoint."""
 
-    def __init__(self, settings: Settings, prefetch: int = 1000, lease_seconds: float | None = None) -> None:
+    def __init__(self, settings: Settings, prefetch: int = 1000, lease_seconds: float = 30.0) -> None:
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._settings = settings
         self._s3 = store.client(settings)
-        # A lease outlives the longest an S3 delete can take with every retry, so it never
-        # expires while its owner is still deleting.
-        self._lease_seconds = lease_seconds or store.request_budget_seconds(self._s3) + 30.0
+        # Short, so a crashed coordinator's deletes are taken over quickly; renewed while an S3
+        # delete is in flight (_renewing), so it never expires while its owner is still deleting.
+        self._lease_seconds = lease_seconds
         self._verifier = settings.coordinator_verifier()
         self._control_tokens = [token.encode() for token in settings.accepted_control_tokens()]
         self._ledger = Ledger(settings.database_url, "claimcheck-coordinator")
@@ -245,7 +245,8 @@ class Coordinator:
     def _delete_batch(self, ledger: Ledger, bucket: str, tasks: list[DeleteTask]) -> int:
         """Delete one bucket's tasks in one request; return how many S3 refused."""
         try:
-            refused = store.delete_many(self._s3, bucket, [task.key for task in tasks])
+            with self._renewing(tasks):
+                refused = store.delete_many(self._s3, bucket, [task.key for task in tasks])
         except Exception as exc:  # noqa: BLE001 - any S3 failure is retried later
             refused = {task.key: str(exc) for task in tasks}
         for key, error in refused.items():
@@ -261,6 +262,32 @@ class Coordinator:
                 metrics.PUBLISH_TO_DELETE_SECONDS.observe(max((finished - task.published_at).total_seconds(), 0.0))
             log.info("deleted s3://%s/%s", bucket, task.key, extra={"object_id": task.object_id})
         return len(refused)
+
+    @contextmanager
+    def _renewing(self, tasks: list[DeleteTask]) -> Iterator[None]:
+        """Keep renewing the leases of ``tasks`` (every third of the lease, on a connection of
+        its own) while the S3 call in the ``with`` block runs, however long its retries take."""
+        done = threading.Event()
+
+        def renew() -> None:
+            ledger = Ledger(self._settings.database_url, "claimcheck-coordinator-lease")
+            try:
+                while not done.wait(self._lease_seconds / 3):
+                    try:
+                        ledger.renew_leases(tasks, self.owner, self._lease_seconds)
+                    except DB_ERRORS as exc:  # the lease may then expire: another owner deletes again, harmlessly
+                        log.warning("could not renew %d deletion leases: %s", len(tasks), exc)
+                        ledger.close()
+            finally:
+                ledger.close()
+
+        renewer = threading.Thread(target=renew, name="lease-renewer", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            done.set()
+            renewer.join(timeout=10)
 
     def _sweep_loop(self, stop: threading.Event) -> None:
         ledger = Ledger(self._settings.database_url, "claimcheck-coordinator-sweeper")

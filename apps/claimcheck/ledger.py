@@ -192,6 +192,15 @@ class Ledger:
                               ON CONFLICT (object_id) DO NOTHING""", (sorted(recorded), owner))
         return [task for task in tasks if task.object_id in recorded]
 
+    def renew_leases(self, tasks: list[DeleteTask], owner: str, lease_seconds: float) -> None:
+        """Extend the leases ``owner`` still holds on ``tasks``."""
+        with self._conn() as connection, connection.cursor() as cursor:
+            cursor.execute(
+                """UPDATE objects SET lease_until = now() + make_interval(secs => %s)
+                    WHERE object_id = ANY (%s) AND state = 'deleting' AND lease_owner = %s""",
+                (lease_seconds, [task.object_id for task in tasks], owner),
+            )
+
     def release_deletions(self, tasks: list[DeleteTask], owner: str, error: str) -> None:
         """Give failed deletes back, to be retried after a short delay instead of the whole lease."""
         if not tasks:

@@ -220,10 +220,3 @@ def _expect(what: str, actual: object, announced: object) -> None:
     if actual != announced:
         raise IntegrityError(f"{what} mismatch: pointer says {announced}, object has {actual}")
 
-
-def request_budget_seconds(s3: Any) -> float:
-    """The longest one S3 request of ``s3`` can take with every retry: its attempts times its
-    connect and read timeouts, plus the standard retry mode's backoff (at most 20 s a retry)."""
-    config = s3.meta.config
-    attempts = int((config.retries or {}).get("max_attempts", 5))
-    return float(attempts * (config.connect_timeout + config.read_timeout) + (attempts - 1) * 20)

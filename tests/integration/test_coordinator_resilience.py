@@ -6,6 +6,7 @@ deleted is settled quietly. Each test runs against the real broker, PostgreSQL a
 import http.client
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -80,11 +81,38 @@ def test_the_deleter_survives_any_error_and_reports_it_until_it_recovers(setting
             deleter.join(timeout=30)
 
 
-def test_a_lease_outlasts_every_retry_of_an_s3_delete(settings: Settings) -> None:
-    coordinator = Coordinator(settings)
-    budget = store.request_budget_seconds(store.client(settings))
-    assert budget > 0
-    assert coordinator._lease_seconds > budget  # noqa: SLF001 - the lease the deleter takes
+def test_a_lease_is_renewed_while_its_owner_is_still_deleting(settings: Settings) -> None:
+    """An S3 delete that hangs far longer than the lease (a silent S3 endpoint): the lease is
+    renewed all along, so no second coordinator takes the object over and deletes it too."""
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    with temporary_database(settings.database_url) as dsn:
+        coordinator = Coordinator(settings.model_copy(update={"database_url": dsn, "s3_endpoint_url": endpoint}),
+                                  lease_seconds=1.5)
+        object_id = uuid.uuid4().hex
+        execute(dsn, """INSERT INTO objects (object_id, job, bucket, key, recipients, payload_sha256, state, decided_at)
+                        VALUES (%s, 'lease', %s, %s, '{billing}', %s, 'deleting', now())""",
+                object_id, settings.s3_bucket, object_key("lease", object_id), "a" * 64)
+        stop = threading.Event()
+        threading.Thread(target=coordinator._delete_loop, args=(stop,), daemon=True).start()  # noqa: SLF001
+        try:
+            wait_until(lambda: execute(dsn, "SELECT lease_owner FROM objects WHERE object_id = %s", object_id)
+                       == [(coordinator.owner,)], 30, "the deleter leasing the object")
+            other = Ledger(dsn)
+            try:
+                # Three lease periods later the first owner still holds it, and nobody else can claim it.
+                deadline = time.monotonic() + 4.5
+                while time.monotonic() < deadline:
+                    assert other.claim_deletions("another-coordinator", 1.5) == [], "the lease expired mid-delete"
+                    time.sleep(0.25)
+                owner, renewed = execute(dsn, "SELECT lease_owner, lease_until > now() FROM objects WHERE object_id = %s",
+                                         object_id)[0]
+                assert (owner, renewed) == (coordinator.owner, True)
+            finally:
+                other.close()
+        finally:
+            stop.set()
+            silent.close()
 
 
 @contextmanager
