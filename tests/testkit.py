@@ -14,6 +14,7 @@ from typing import Any
 
 import pika
 import psycopg2
+import psycopg2.errors
 import pytest
 
 from claimcheck import store, topology
@@ -135,6 +136,18 @@ def temporary_database(dsn: str) -> Iterator[str]:
         migrate(temporary)
         yield temporary
     finally:
+        drop_database(admin, name)
+        admin.close()
+
+
+def drop_database(admin: Any, name: str) -> None:
+    """Drop ``name``, ending its sessions; retried while an autovacuum worker (a superuser's
+    session, which a non-superuser may not end) is still busy in it."""
+
+    def dropped() -> bool:
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+        return True
+
+    wait_until(dropped, 60, f"database {name} dropped", poll=0.5,
+               tolerate=(psycopg2.errors.InsufficientPrivilege, psycopg2.errors.ObjectInUse))

@@ -22,6 +22,7 @@ from claimcheck.config import Settings
 from claimcheck.ledger import Applied, Ledger, Outcome
 from claimcheck.protocol import Ack, Pointer, make_pointer, now
 from claimcheck.schema import migrate
+from testkit import drop_database
 
 POOL = ["r0", "r1", "r2", "r3", "r4"]
 SHA = "c" * 64
@@ -72,8 +73,7 @@ def dsn(settings: Settings) -> Iterator[str]:
     url = settings.database_url.rsplit("/", 1)[0] + f"/{name}"
     migrate(url)
     yield url
-    with admin.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    drop_database(admin, name)
     admin.close()
 
 
