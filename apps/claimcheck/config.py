@@ -8,9 +8,10 @@ local key, which is public knowledge and therefore refused unless the broker is 
 import hashlib
 import ipaddress
 import urllib.parse
+from collections.abc import Callable
 from functools import lru_cache
 
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from claimcheck import signing
@@ -20,6 +21,16 @@ from claimcheck.signing import Signer, Verifier
 LOCAL_POINTER_SIGNING_KEY = f"{signing.LOCAL_KEY_ID}:" + signing.b64(hashlib.sha256(b"claimcheck local pointer key").digest())
 LOCAL_COORDINATOR_KEY = f"{signing.LOCAL_KEY_ID}:claimcheck-local-coordinator-key"
 LOCAL_CONTROL_TOKEN = "claimcheck-local-control-token"
+
+
+# How each key setting is parsed, so that a malformed one is refused when the settings are read.
+_KEY_PARSERS: dict[str, Callable[[str], object]] = {
+    "pointer_signing_key": signing.pointer_signer,
+    "ack_signing_key": lambda value: signing.ack_signer(value, "group"),
+    "coordinator_key": signing.coordinator_signer,
+    "pointer_verify_keys": lambda value: Verifier.parse(pointer_keys=value),
+    "ack_verify_keys": lambda value: Verifier.parse(ack_keys=value),
+}
 
 
 class InsecureDefault(ValueError):
@@ -72,30 +83,11 @@ class Settings(BaseSettings):
     sweep_grace_seconds: float = 3600.0
     sweep_interval_seconds: float = 300.0
 
-    @field_validator("pointer_signing_key")
+    @field_validator(*_KEY_PARSERS)
     @classmethod
-    def _signing_key_parses(cls, value: str) -> str:
+    def _keys_parse(cls, value: str, info: ValidationInfo) -> str:
         if value:
-            signing.pointer_signer(value)
-        return value
-
-    @field_validator("ack_signing_key", "coordinator_key")
-    @classmethod
-    def _hmac_key_parses(cls, value: str) -> str:
-        if value:
-            signing.coordinator_signer(value)  # the same kid:secret form
-        return value
-
-    @field_validator("pointer_verify_keys")
-    @classmethod
-    def _verify_keys_parse(cls, value: str) -> str:
-        signing.Verifier.parse(pointer_keys=value)
-        return value
-
-    @field_validator("ack_verify_keys")
-    @classmethod
-    def _ack_keys_parse(cls, value: str) -> str:
-        signing.Verifier.parse(ack_keys=value)
+            _KEY_PARSERS[info.field_name](value)  # a KeyFormatError names the setting
         return value
 
     # -- keys, by role -----------------------------------------------------------------------

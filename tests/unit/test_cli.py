@@ -35,6 +35,8 @@ def claimcheck(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         (["producer"], {"CLAIMCHECK_HTTP_PORT": "abc"}, "invalid configuration CLAIMCHECK_HTTP_PORT"),
         (["producer"], {"CLAIMCHECK_POINTER_SIGNING_KEY": "p1:short"},
          "invalid configuration CLAIMCHECK_POINTER_SIGNING_KEY"),
+        (["consumer"], {"CLAIMCHECK_ACK_SIGNING_KEY": "k1:short"},
+         "invalid configuration CLAIMCHECK_ACK_SIGNING_KEY: Value error, CLAIMCHECK_ACK_SIGNING_KEY: each secret"),
         (["producer"], {"CLAIMCHECK_AMQP_URL": "amqp://u:p@rmq.example:5672/%2F"},
          "CLAIMCHECK_POINTER_SIGNING_KEY is not set, so the built-in local key would be used"),
         (["coordinator"], {"CLAIMCHECK_AMQP_URL": "amqp://u:p@10.1.2.3:5672/%2F"},
