@@ -19,7 +19,7 @@ import pytest
 
 from claimcheck import store, topology
 from claimcheck.config import Settings
-from claimcheck.schema import migrate
+from claimcheck.migrate import migrate
 
 
 def wait_until(

@@ -16,9 +16,9 @@ import click
 from pydantic import ValidationError
 
 from claimcheck import logsetup, runtime, store, topology
-from claimcheck.broker import BrokerRefused, BrokerSession
 from claimcheck.config import InsecureDefault, settings
 from claimcheck.protocol import RESERVED_RECIPIENTS
+from claimcheck.publisher import BrokerRefused, BrokerSession
 from claimcheck.signing import KeyFormatError
 from claimcheck.sizes import format_size, parse_size
 from claimcheck.topology import NotProvisioned
@@ -131,8 +131,8 @@ def producer(job: str | None, count: int, size: int, recipients: list[str], veri
              parallelism: int, rate: float, http_port: int) -> None:
     """Generate, gzip and store payloads, publish their pointers."""
     from claimcheck import producer as producing
+    from claimcheck.coordinator_client import wait_for
     from claimcheck.httpapi import routes_for, serve
-    from claimcheck.progress import wait_for
     from claimcheck.progressbar import progress as progress_bar
 
     config = settings()
@@ -234,7 +234,7 @@ def coordinator(http_port: int) -> None:
 @cli.command()
 def migrate() -> None:
     """Apply the ledger's schema migrations and exit."""
-    from claimcheck.schema import migrate as apply
+    from claimcheck.migrate import migrate as apply
 
     applied = apply(settings().database_url)
     click.echo(f"applied migrations {applied}" if applied else "ledger schema is up to date")
@@ -319,7 +319,7 @@ def secret_key(kid: str) -> None:
 @click.option("--job", callback=_job, help="Only this job.")
 def status(job: str | None) -> None:
     """Print the ledger: runs, objects pending per recipient, the oldest pending, dead letters."""
-    from claimcheck.report import ledger_report
+    from claimcheck.status import ledger_report
 
     config = settings()
     click.echo(ledger_report(config.database_url, job, config.amqp_url))

@@ -25,13 +25,13 @@ from typing import IO, NoReturn
 from botocore.exceptions import BotoCoreError, ClientError
 
 from claimcheck import metrics, store, topology
-from claimcheck.broker import RETRYABLE, BrokerRefused, BrokerSession
+from claimcheck.amqp_loop import ConsumerLoop, Delivery, DependencyDown
 from claimcheck.config import Settings
-from claimcheck.consuming import ConsumerLoop, Delivery, DependencyDown
+from claimcheck.coordinator_client import fetch_object, fetch_progress
 from claimcheck.deadletter import dead_letter
 from claimcheck.httpapi import routes_for, serve
-from claimcheck.progress import fetch_object, fetch_progress
 from claimcheck.protocol import Ack, InvalidMessage, Pointer, brief, now
+from claimcheck.publisher import RETRYABLE, BrokerRefused, BrokerSession
 from claimcheck.signing import decode_signed
 
 log = logging.getLogger(__name__)

@@ -28,14 +28,14 @@ import psycopg2
 from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from claimcheck import metrics, store, topology
-from claimcheck.broker import BrokerSession
+from claimcheck.amqp_loop import ConsumerLoop, Delivery, DependencyDown
 from claimcheck.config import Settings
-from claimcheck.consuming import ConsumerLoop, Delivery, DependencyDown
 from claimcheck.deadletter import dead_letter
 from claimcheck.httpapi import Request, Response, Route, routes_for, serve
 from claimcheck.ledger import Applied, DeleteTask, Ledger, Message, Outcome
+from claimcheck.migrate import migrate
 from claimcheck.protocol import POINTER_QUEUE_KINDS, Ack, Barrier, InvalidMessage, brief
-from claimcheck.schema import migrate
+from claimcheck.publisher import BrokerSession
 from claimcheck.signing import decode_signed
 from claimcheck.sweeper import PointerQueueBarrier, sweep
 

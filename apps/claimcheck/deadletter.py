@@ -14,9 +14,9 @@ from typing import Any
 import pika.exceptions
 
 from claimcheck import topology
-from claimcheck.broker import BrokerSession
-from claimcheck.consuming import Delivery
+from claimcheck.amqp_loop import Delivery
 from claimcheck.protocol import MAX_MESSAGE_BYTES, brief
+from claimcheck.publisher import BrokerSession
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import click
 
 from claimcheck import localstack, store
 from claimcheck.config import Settings
+from claimcheck.coordinator_client import fetch_progress, wait_for
 from claimcheck.producer import new_job_id
-from claimcheck.progress import fetch_progress, wait_for
 from claimcheck.provisioning import parse_users, provision
 from claimcheck.sizes import format_size
 

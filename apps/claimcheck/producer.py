@@ -22,9 +22,9 @@ from pika.adapters.blocking_connection import BlockingChannel
 from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from claimcheck import metrics, payload, store, topology
-from claimcheck.broker import BrokerSession, reconnecting
 from claimcheck.config import Settings
 from claimcheck.protocol import Intent, Pointer, make_pointer, now, object_key
+from claimcheck.publisher import BrokerSession, reconnecting
 from claimcheck.signing import Signer
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from claimcheck import topology
-from claimcheck.broker import BrokerSession, reconnecting
+from claimcheck.publisher import BrokerSession, reconnecting
 
 
 class ProvisioningError(Exception):

@@ -26,10 +26,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from claimcheck import metrics, store, topology
-from claimcheck.broker import BrokerSession
 from claimcheck.config import Settings
 from claimcheck.ledger import Ledger
 from claimcheck.protocol import Barrier, now, parse_object_key
+from claimcheck.publisher import BrokerSession
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import pytest
 
 import testkit
 from claimcheck.config import Settings
-from claimcheck.schema import migrate
+from claimcheck.migrate import migrate
 from fault_harness import LedgerProbe, Scenario, diagnostics, restore_stack
 from testkit import require_stack
 

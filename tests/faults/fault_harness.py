@@ -25,9 +25,9 @@ import pika
 import psycopg2
 
 from claimcheck import store, topology
-from claimcheck.broker import parameters
 from claimcheck.config import Settings
 from claimcheck.protocol import parse_object_key
+from claimcheck.publisher import parameters
 from testkit import free_port as free_port  # re-exported for the suite
 from testkit import unique as unique
 from testkit import wait_until as wait_until

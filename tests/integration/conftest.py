@@ -10,15 +10,15 @@ import pytest
 
 import testkit
 from claimcheck import store, topology
-from claimcheck.broker import BrokerSession, parameters
 from claimcheck.config import Settings
 from claimcheck.consumer import Hook, RecipientConsumer, noop_hook
 from claimcheck.coordinator import Coordinator
 from claimcheck.ledger import Ledger
+from claimcheck.migrate import migrate
 from claimcheck.producer import store_payload
 from claimcheck.protocol import Pointer
 from claimcheck.provisioning import provision
-from claimcheck.schema import migrate
+from claimcheck.publisher import BrokerSession, parameters
 from claimcheck.sweeper import PointerQueueBarrier
 from integration_helpers import DeadLetters, LocalKeys, Running, free_port, unique, wait_until
 from testkit import reachable, require_stack

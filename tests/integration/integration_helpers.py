@@ -8,9 +8,9 @@ from typing import Any
 import pika
 
 from claimcheck import topology
-from claimcheck.broker import parameters
 from claimcheck.config import Settings
 from claimcheck.protocol import Ack, Pointer, now
+from claimcheck.publisher import parameters
 from claimcheck.signing import Signer
 from testkit import free_port as free_port  # re-exported for the suite
 from testkit import unique as unique

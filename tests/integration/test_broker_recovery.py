@@ -10,8 +10,8 @@ from pathlib import Path
 import pika
 import pytest
 
-from claimcheck.broker import BrokerSession, parameters
 from claimcheck.config import Settings
+from claimcheck.publisher import BrokerSession, parameters
 from integration_helpers import unique, wait_until
 
 STACK = Path(__file__).resolve().parents[2] / "scripts" / "stack.sh"
@@ -37,7 +37,7 @@ def probe_queue(settings: Settings) -> Iterator[str]:
 def test_publish_blocked_by_a_memory_alarm_is_retried_until_confirmed(
     settings: Settings, probe_queue: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="claimcheck.broker")
+    caplog.set_level(logging.WARNING, logger="claimcheck.publisher")
     session = BrokerSession(settings.amqp_url, lambda channel: None, confirm_timeout=2)
     session.channel()
     done = threading.Event()

@@ -19,9 +19,9 @@ import pika
 import pytest
 
 from claimcheck import topology
-from claimcheck.broker import BrokerRefused, BrokerSession, parameters
 from claimcheck.config import Settings
 from claimcheck.consumer import RecipientConsumer
+from claimcheck.publisher import BrokerRefused, BrokerSession, parameters
 from testkit import management, unique
 
 REPO = Path(__file__).resolve().parents[2]

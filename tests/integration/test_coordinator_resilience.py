@@ -15,7 +15,6 @@ from typing import Any
 import psycopg2
 
 from claimcheck import metrics, store, topology
-from claimcheck.broker import BrokerSession
 from claimcheck.config import Settings
 from claimcheck.consumer import RecipientConsumer
 from claimcheck.coordinator import HTTP_LEDGER_CONNECTIONS, Coordinator
@@ -23,6 +22,7 @@ from claimcheck.httpapi import MAX_CONCURRENT_REQUESTS
 from claimcheck.ledger import Ledger
 from claimcheck.producer import publish_pointer
 from claimcheck.protocol import Pointer, object_key
+from claimcheck.publisher import BrokerSession
 from integration_helpers import DeadLetters, LocalKeys, Running, ack_for, free_port, unique, wait_until
 from testkit import reachable, temporary_database, temporary_vhost
 

@@ -11,10 +11,10 @@ import pytest
 from claimcheck import store
 from claimcheck.config import Settings
 from claimcheck.consumer import RecipientConsumer
+from claimcheck.coordinator_client import fetch_progress
 from claimcheck.ledger import Ledger
 from claimcheck.producer import RunRequest, publish_pointer
 from claimcheck.producer import run as run_producer
-from claimcheck.progress import fetch_progress
 from claimcheck.protocol import Pointer
 from integration_helpers import unique, wait_until
 

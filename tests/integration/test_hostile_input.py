@@ -15,13 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from claimcheck import topology
-from claimcheck.broker import BrokerSession
 from claimcheck.config import Settings
 from claimcheck.consumer import RecipientConsumer
 from claimcheck.deadletter import BODY_BYTES_HEADER, KEPT_BODY_BYTES
 from claimcheck.ledger import Ledger
 from claimcheck.producer import publish_pointer
 from claimcheck.protocol import Pointer
+from claimcheck.publisher import BrokerSession
 from claimcheck.signing import KEY_ID_HEADER, SIGNATURE_HEADER
 from integration_helpers import DeadLetters, LocalKeys, unique, wait_until
 

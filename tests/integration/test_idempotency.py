@@ -7,11 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 from claimcheck import topology
-from claimcheck.broker import BrokerSession
 from claimcheck.config import Settings
 from claimcheck.consumer import RecipientConsumer
 from claimcheck.producer import publish_pointer as send_pointer
 from claimcheck.protocol import Ack, Pointer, make_pointer
+from claimcheck.publisher import BrokerSession
 from integration_helpers import DeadLetters, LocalKeys, ack_for, unique, wait_until
 
 Query = Callable[..., list[tuple[Any, ...]]]

@@ -16,7 +16,6 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from claimcheck import localstack, topology
-from claimcheck.broker import BrokerSession
 from claimcheck.config import Settings
 from claimcheck.consumer import RecipientConsumer
 from claimcheck.coordinator import Coordinator
@@ -25,6 +24,7 @@ from claimcheck.producer import RunRequest, publish_pointer
 from claimcheck.producer import run as run_producer
 from claimcheck.protocol import Pointer
 from claimcheck.provisioning import parse_users, provision
+from claimcheck.publisher import BrokerSession
 from claimcheck.signing import new_pointer_key
 from integration_helpers import DeadLetters, LocalKeys, Running, ack_for, free_port, unique, wait_until
 from testkit import reachable, temporary_vhost

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from claimcheck.config import Settings
 from claimcheck.ledger import Applied, Ledger, Outcome
+from claimcheck.migrate import migrate
 from claimcheck.protocol import Ack, Pointer, make_pointer, now
-from claimcheck.schema import migrate
 from testkit import drop_database
 
 POOL = ["r0", "r1", "r2", "r3", "r4"]

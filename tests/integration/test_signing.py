@@ -6,10 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 from claimcheck import topology
-from claimcheck.broker import BrokerSession
 from claimcheck.consumer import RecipientConsumer
 from claimcheck.producer import publish_pointer
 from claimcheck.protocol import Pointer
+from claimcheck.publisher import BrokerSession
 from claimcheck.signing import new_pointer_key, pointer_signer
 from integration_helpers import DeadLetters, LocalKeys, ack_for, wait_until
 

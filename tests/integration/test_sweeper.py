@@ -6,12 +6,12 @@ from collections.abc import Callable
 from typing import Any
 
 from claimcheck import metrics, topology
-from claimcheck.broker import BrokerSession
 from claimcheck.config import Settings
 from claimcheck.coordinator import Coordinator
 from claimcheck.ledger import Ledger
 from claimcheck.producer import Announcer, publish_pointer, store_payload
 from claimcheck.protocol import Intent, Pointer, now, object_key
+from claimcheck.publisher import BrokerSession
 from claimcheck.signing import new_pointer_key, pointer_signer
 from claimcheck.sweeper import PointerQueueBarrier, sweep
 from integration_helpers import DeadLetters, LocalKeys, Running, ack_for, unique, wait_until

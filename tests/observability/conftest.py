@@ -24,10 +24,10 @@ import pytest
 
 from claimcheck import producer as producing
 from claimcheck import store, topology
-from claimcheck.broker import parameters
 from claimcheck.config import Settings
 from claimcheck.httpapi import routes_for, serve
-from claimcheck.schema import migrate
+from claimcheck.migrate import migrate
+from claimcheck.publisher import parameters
 from observability_support import (
     PROMETHEUS_URL,
     ObservedRun,

@@ -1,4 +1,4 @@
-"""Which broker errors no retry can fix (``broker.refusal``), and how the retry loops stop on them."""
+"""Which broker errors no retry can fix (``publisher.refusal``), and how the retry loops stop on them."""
 
 import threading
 from typing import Any
@@ -6,9 +6,9 @@ from typing import Any
 import pika.exceptions
 import pytest
 
-from claimcheck import broker
-from claimcheck.broker import RETRYABLE, BrokerRefused, reconnecting, redacted, refusal
-from claimcheck.consuming import ConsumerLoop
+from claimcheck import publisher
+from claimcheck.amqp_loop import ConsumerLoop
+from claimcheck.publisher import RETRYABLE, BrokerRefused, reconnecting, redacted, refusal
 
 LOGIN_403 = "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile."
 
@@ -68,7 +68,7 @@ TRANSIENT = {
     "connect failed": pika.exceptions.AMQPConnectionError("connection refused"),
     "heartbeat": pika.exceptions.AMQPHeartbeatTimeout("no heartbeat"),
     "nack": pika.exceptions.NackError([]),
-    "confirm timeout": broker.ConfirmTimeout("no publisher confirm within 15 s"),
+    "confirm timeout": publisher.ConfirmTimeout("no publisher confirm within 15 s"),
     "node shut down": pika.exceptions.ConnectionClosedByBroker(320, "CONNECTION_FORCED - broker forced connection closure"),
     "internal error": pika.exceptions.ChannelClosedByBroker(541, "INTERNAL_ERROR"),
     "queue leader down": pika.exceptions.ChannelClosedByBroker(
@@ -150,7 +150,7 @@ def test_consumer_loop_stops_at_the_first_refusal(monkeypatch: pytest.MonkeyPatc
         attempts.append(1)
         raise REFUSED["missing vhost"][0]
 
-    monkeypatch.setattr("claimcheck.consuming.BlockingConnection", refuse)
+    monkeypatch.setattr("claimcheck.amqp_loop.BlockingConnection", refuse)
     loop = ConsumerLoop("amqp://guest:secret@127.0.0.1:1/nope", lambda channel: None, ["q"], 1, lambda delivery: None)
     finished = threading.Event()
     errors: list[BaseException] = []

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from claimcheck.consuming import Delivery
+from claimcheck.amqp_loop import Delivery
 
 
 def delivery(headers: Any) -> Delivery:

@@ -17,7 +17,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from tenacity import Retrying, retry_if_exception, stop_never, wait_random_exponential
 
 from claimcheck import metrics
-from claimcheck.broker import RETRYABLE, Declare, parameters, refusal, refused, reported_by_caller
+from claimcheck.publisher import RETRYABLE, Declare, parameters, refusal, refused, reported_by_caller
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class ConsumerLoop:
     def run(self, stop: threading.Event) -> None:
         """Block, consuming, until ``stop`` is set.
 
-        Raises :class:`claimcheck.broker.BrokerRefused` at once when the broker refuses something no reconnect
+        Raises :class:`claimcheck.publisher.BrokerRefused` at once when the broker refuses something no reconnect
         can fix (credentials, permissions, virtual host, a queue declared with other arguments).
         """
         retrying = Retrying(

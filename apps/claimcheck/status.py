@@ -12,7 +12,7 @@ import pika.exceptions
 import psycopg2
 
 from claimcheck import topology
-from claimcheck.broker import parameters
+from claimcheck.publisher import parameters
 
 MAX_WAITING_LINES = 30
 
