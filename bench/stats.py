@@ -1,4 +1,4 @@
-"""Medians, spreads and percentiles, and how the report prints them."""
+"""Medians, spreads and percentiles, and how the report and the logs print them."""
 
 import math
 import statistics
@@ -47,3 +47,11 @@ def fmt_summary(values: Sequence[float], digits: int = 3, scale: float = 1.0) ->
 def ratio_values(numerators: Sequence[float], denominators: Sequence[float]) -> list[float]:
     """Per-repetition ratios (the i-th numerator over the i-th denominator, same run, interleaved)."""
     return [n / d for n, d in zip(numerators, denominators, strict=False) if d]
+
+
+def size_label(size: int) -> str:
+    """``1 MiB``, ``64 KiB``, ``1000 B``: the largest binary unit that divides ``size`` exactly."""
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} B"

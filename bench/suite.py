@@ -26,6 +26,7 @@ from bench.stack import (
     broker_settings,
     wait_healthy,
 )
+from bench.stats import size_label
 
 log = logging.getLogger("bench")
 KiB, MiB, GiB = 1024, 1024 * 1024, 1024 * 1024 * 1024
@@ -63,13 +64,6 @@ class Config:
             coordinator_objects=5000,
             memory_sizes=(1 * MiB, 16 * MiB, 100 * MiB, 1 * GiB),
         )
-
-
-def size_label(size: int) -> str:
-    for unit, factor in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
-        if size >= factor and size % factor == 0:
-            return f"{size // factor} {unit}"
-    return f"{size} B"
 
 
 def _load() -> list[float]:

@@ -23,6 +23,6 @@ stamp=$venv/.claimcheck-installed
 if [ ! -f "$stamp" ] || [ "$repo/pyproject.toml" -nt "$stamp" ]; then
     echo "installing claimcheck and its dependencies into $venv ..."
     "$venv/bin/pip" install -q --upgrade pip
-    "$venv/bin/pip" install -q -e "$repo[operator,dev]"
+    "$venv/bin/pip" install -q -e "${repo}[operator,dev]"
     touch "$stamp"
 fi
