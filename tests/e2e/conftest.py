@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from testkit import wait_until
+from tests.testkit import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-import testkit
 from claimcheck.config import Settings
 from claimcheck.migrate import migrate
-from fault_harness import LedgerProbe, Scenario, diagnostics, restore_stack
-from testkit import require_stack
+from tests import testkit
+from tests.faults.fault_harness import LedgerProbe, Scenario, diagnostics, restore_stack
+from tests.testkit import require_stack
 
 RECOVERIES: list[dict[str, Any]] = []
 

@@ -28,9 +28,9 @@ from claimcheck import store, topology
 from claimcheck.config import Settings
 from claimcheck.protocol import parse_object_key
 from claimcheck.publisher import parameters
-from testkit import free_port as free_port  # re-exported for the suite
-from testkit import unique as unique
-from testkit import wait_until as wait_until
+from tests.testkit import free_port as free_port  # re-exported for the suite
+from tests.testkit import unique as unique
+from tests.testkit import wait_until as wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 STACK_SH = REPO / "scripts" / "stack.sh"

@@ -18,7 +18,7 @@ import pytest
 from claimcheck import store, topology
 from claimcheck.producer import store_payload
 from claimcheck.signing import KEY_ID_HEADER, SIGNATURE_HEADER
-from fault_harness import (
+from tests.faults.fault_harness import (
     Component,
     Fault,
     Scenario,

@@ -8,7 +8,6 @@ import pika
 import psycopg2
 import pytest
 
-import testkit
 from claimcheck import store, topology
 from claimcheck.config import Settings
 from claimcheck.consumer import Hook, RecipientConsumer, noop_hook
@@ -20,8 +19,9 @@ from claimcheck.protocol import Pointer
 from claimcheck.provisioning import provision
 from claimcheck.publisher import BrokerSession, parameters
 from claimcheck.sweeper import PointerQueueBarrier
-from integration_helpers import DeadLetters, LocalKeys, Running, free_port, unique, wait_until
-from testkit import reachable, require_stack
+from tests import testkit
+from tests.integration.integration_helpers import DeadLetters, LocalKeys, Running, free_port, unique, wait_until
+from tests.testkit import reachable, require_stack
 
 s3 = testkit.s3  # the shared session fixture
 

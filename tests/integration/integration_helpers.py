@@ -12,9 +12,9 @@ from claimcheck.config import Settings
 from claimcheck.protocol import Ack, Pointer, now
 from claimcheck.publisher import parameters
 from claimcheck.signing import Signer
-from testkit import free_port as free_port  # re-exported for the suite
-from testkit import unique as unique
-from testkit import wait_until as wait_until
+from tests.testkit import free_port as free_port  # re-exported for the suite
+from tests.testkit import unique as unique
+from tests.testkit import wait_until as wait_until
 
 
 class Running:

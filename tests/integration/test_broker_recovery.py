@@ -12,7 +12,7 @@ import pytest
 
 from claimcheck.config import Settings
 from claimcheck.publisher import BrokerSession, parameters
-from integration_helpers import unique, wait_until
+from tests.integration.integration_helpers import unique, wait_until
 
 STACK = Path(__file__).resolve().parents[2] / "scripts" / "stack.sh"
 

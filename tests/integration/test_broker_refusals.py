@@ -22,7 +22,7 @@ from claimcheck import topology
 from claimcheck.config import Settings
 from claimcheck.consumer import RecipientConsumer
 from claimcheck.publisher import BrokerRefused, BrokerSession, parameters
-from testkit import management, unique
+from tests.testkit import management, unique
 
 REPO = Path(__file__).resolve().parents[2]
 STACK = REPO / "scripts" / "stack.sh"

@@ -23,8 +23,8 @@ from claimcheck.ledger import Ledger
 from claimcheck.producer import publish_pointer
 from claimcheck.protocol import Pointer, object_key
 from claimcheck.publisher import BrokerSession
-from integration_helpers import DeadLetters, LocalKeys, Running, ack_for, free_port, unique, wait_until
-from testkit import reachable, temporary_database, temporary_vhost
+from tests.integration.integration_helpers import DeadLetters, LocalKeys, Running, ack_for, free_port, unique, wait_until
+from tests.testkit import reachable, temporary_database, temporary_vhost
 
 
 def readiness(coordinator: Coordinator) -> str | None:

@@ -16,7 +16,7 @@ from claimcheck.ledger import Ledger
 from claimcheck.producer import RunRequest, publish_pointer
 from claimcheck.producer import run as run_producer
 from claimcheck.protocol import Pointer
-from integration_helpers import unique, wait_until
+from tests.integration.integration_helpers import unique, wait_until
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from claimcheck.producer import publish_pointer
 from claimcheck.protocol import Pointer
 from claimcheck.publisher import BrokerSession
 from claimcheck.signing import KEY_ID_HEADER, SIGNATURE_HEADER
-from integration_helpers import DeadLetters, LocalKeys, unique, wait_until
+from tests.integration.integration_helpers import DeadLetters, LocalKeys, unique, wait_until
 
 # What pika can encode (it sends no floats, and decimals only within 32 bits).
 amqp_scalars = st.one_of(

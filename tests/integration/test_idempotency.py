@@ -12,7 +12,7 @@ from claimcheck.consumer import RecipientConsumer
 from claimcheck.producer import publish_pointer as send_pointer
 from claimcheck.protocol import Ack, Pointer, make_pointer
 from claimcheck.publisher import BrokerSession
-from integration_helpers import DeadLetters, LocalKeys, ack_for, unique, wait_until
+from tests.integration.integration_helpers import DeadLetters, LocalKeys, ack_for, unique, wait_until
 
 Query = Callable[..., list[tuple[Any, ...]]]
 
@@ -254,7 +254,7 @@ def test_two_more_coordinators_racing_delete_each_object_once(
     stored: Callable[..., Pointer], object_exists: Callable[[Pointer], bool], broker: BrokerSession, db: Query,
 ) -> None:
     from claimcheck.coordinator import Coordinator
-    from integration_helpers import Running
+    from tests.integration.integration_helpers import Running
 
     racers = [Running(f"coordinator-{i}", Coordinator(settings, prefetch=5).run) for i in range(2)]
     try:

@@ -26,8 +26,8 @@ from claimcheck.protocol import Pointer
 from claimcheck.provisioning import parse_users, provision
 from claimcheck.publisher import BrokerSession
 from claimcheck.signing import new_pointer_key
-from integration_helpers import DeadLetters, LocalKeys, Running, ack_for, free_port, unique, wait_until
-from testkit import reachable, temporary_vhost
+from tests.integration.integration_helpers import DeadLetters, LocalKeys, Running, ack_for, free_port, unique, wait_until
+from tests.testkit import reachable, temporary_vhost
 
 
 @pytest.fixture(scope="module")

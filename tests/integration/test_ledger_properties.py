@@ -22,7 +22,7 @@ from claimcheck.config import Settings
 from claimcheck.ledger import Applied, Ledger, Outcome
 from claimcheck.migrate import migrate
 from claimcheck.protocol import Ack, Pointer, make_pointer, now
-from testkit import drop_database
+from tests.testkit import drop_database
 
 POOL = ["r0", "r1", "r2", "r3", "r4"]
 SHA = "c" * 64

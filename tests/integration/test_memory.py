@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from integration_helpers import unique
+from tests.integration.integration_helpers import unique
 
 MiB = 1024 * 1024
 # Allowed growth of peak RSS from a 1 MiB to a 100 MiB payload: a few S3 parts and buffers.

@@ -11,7 +11,7 @@ from claimcheck.producer import publish_pointer
 from claimcheck.protocol import Pointer
 from claimcheck.publisher import BrokerSession
 from claimcheck.signing import new_pointer_key, pointer_signer
-from integration_helpers import DeadLetters, LocalKeys, ack_for, wait_until
+from tests.integration.integration_helpers import DeadLetters, LocalKeys, ack_for, wait_until
 
 EVIL = pointer_signer(new_pointer_key("evil")[0])
 Query = Callable[..., list[tuple[Any, ...]]]

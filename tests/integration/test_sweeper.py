@@ -14,8 +14,8 @@ from claimcheck.protocol import Intent, Pointer, now, object_key
 from claimcheck.publisher import BrokerSession
 from claimcheck.signing import new_pointer_key, pointer_signer
 from claimcheck.sweeper import PointerQueueBarrier, sweep
-from integration_helpers import DeadLetters, LocalKeys, Running, ack_for, unique, wait_until
-from testkit import temporary_vhost
+from tests.integration.integration_helpers import DeadLetters, LocalKeys, Running, ack_for, unique, wait_until
+from tests.testkit import temporary_vhost
 
 Query = Callable[..., list[tuple[Any, ...]]]
 EVIL = pointer_signer(new_pointer_key("evil")[0])

@@ -28,7 +28,7 @@ from claimcheck.config import Settings
 from claimcheck.httpapi import routes_for, serve
 from claimcheck.migrate import migrate
 from claimcheck.publisher import parameters
-from observability_support import (
+from tests.observability.observability_support import (
     PROMETHEUS_URL,
     ObservedRun,
     free_port,

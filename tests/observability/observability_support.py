@@ -10,8 +10,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from testkit import free_port as free_port  # re-exported for the suite
-from testkit import wait_until as wait_until
+from tests.testkit import free_port as free_port  # re-exported for the suite
+from tests.testkit import wait_until as wait_until
 
 PROMETHEUS_URL = "http://127.0.0.1:39090"
 

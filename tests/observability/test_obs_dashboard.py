@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from observability_support import ObservedRun, prom_query, wait_until
+from tests.observability.observability_support import ObservedRun, prom_query, wait_until
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "charts" / "claimcheck" / "dashboards" / "claimcheck.json"
 

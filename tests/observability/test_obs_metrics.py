@@ -3,7 +3,7 @@
 
 import json
 
-from observability_support import ObservedRun, scrape, value
+from tests.observability.observability_support import ObservedRun, scrape, value
 
 
 def test_producer_counts_what_it_published(observed_run: ObservedRun) -> None:

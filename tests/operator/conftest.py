@@ -22,7 +22,7 @@ else:
 
 from kopf.testing import KopfRunner  # noqa: E402
 
-from operator_harness import (  # noqa: E402
+from tests.operator.operator_harness import (  # noqa: E402
     CONFIGURED_RECIPIENTS,
     CONTROL_TOKEN,
     CoordinatorStandIn,

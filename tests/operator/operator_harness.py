@@ -23,7 +23,7 @@ import kmock
 import requests
 from kopf.testing import KopfRunner
 
-from testkit import wait_until
+from tests.testkit import wait_until
 
 NAMESPACE = "runs"
 # The operator's CLAIMCHECK_CONTROL_TOKEN in these tests; the stand-in accepts only it for DELETE.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from operator_harness import (
+from tests.operator.operator_harness import (
     CONTROL_TOKEN,
     NAMESPACE,
     CoordinatorStandIn,

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from operator_harness import NAMESPACE, CoordinatorStandIn, FakeCluster, OperatorFactory, job_complete, wait_for
+from tests.operator.operator_harness import NAMESPACE, CoordinatorStandIn, FakeCluster, OperatorFactory, job_complete, wait_for
 
 RULES = Path(__file__).resolve().parents[2] / "operator" / "rbac-rules.yaml"
 
