@@ -21,6 +21,7 @@ from claimcheck.signing import Signer, Verifier
 LOCAL_POINTER_SIGNING_KEY = f"{signing.LOCAL_KEY_ID}:" + signing.b64(hashlib.sha256(b"claimcheck local pointer key").digest())
 LOCAL_COORDINATOR_KEY = f"{signing.LOCAL_KEY_ID}:claimcheck-local-coordinator-key"
 LOCAL_CONTROL_TOKEN = "claimcheck-local-control-token"
+LOCAL_LEDGER_KEY = f"{signing.LOCAL_KEY_ID}:claimcheck-local-ledger-key"
 
 
 # How each key setting is parsed, so that a malformed one is refused when the settings are read.
@@ -30,6 +31,8 @@ _KEY_PARSERS: dict[str, Callable[[str], object]] = {
     "coordinator_key": signing.coordinator_signer,
     "pointer_verify_keys": lambda value: Verifier.parse(pointer_keys=value),
     "ack_verify_keys": lambda value: Verifier.parse(ack_keys=value),
+    "ledger_signing_key": signing.ledger_signer,
+    "ledger_verify_keys": lambda value: Verifier.parse(ledger_keys=value),
 }
 
 
@@ -65,6 +68,10 @@ class Settings(BaseSettings):
     ack_signing_key: str = ""
     # Coordinators: "group:kid:secret[,...]", every group's ACK key.
     ack_verify_keys: str = ""
+    # Producers: "kid:secret", the ledger key signing pointers and intents a second time, for coordinators.
+    ledger_signing_key: str = ""
+    # Coordinators: "kid:secret[,...]", the ledger keys they accept (cheaper to verify than Ed25519).
+    ledger_verify_keys: str = ""
     # Coordinators: "kid:secret" signing and verifying the sweeper's barriers.
     coordinator_key: str = ""
     # Key ids no longer accepted, named as retired in dead-letter reasons: "kid[,group/kid...]".
@@ -113,9 +120,11 @@ class Settings(BaseSettings):
                               f"(the broker is {host}): generate keys with `claimcheck keys`")
 
     def pointer_signer(self) -> Signer:
-        """A producer's signer for pointers and intents."""
-        return signing.pointer_signer(self._own_or_local(self.pointer_signing_key, LOCAL_POINTER_SIGNING_KEY,
-                                                         "POINTER_SIGNING_KEY"))
+        """A producer's signer for pointers and intents: the pointer key, and the ledger key for coordinators."""
+        pointer = signing.pointer_signer(self._own_or_local(self.pointer_signing_key, LOCAL_POINTER_SIGNING_KEY,
+                                                            "POINTER_SIGNING_KEY"))
+        ledger = self._own_or_local(self.ledger_signing_key, LOCAL_LEDGER_KEY, "LEDGER_SIGNING_KEY")
+        return pointer.with_ledger(signing.ledger_signer(ledger))
 
     def ack_signer(self, group: str) -> Signer:
         """Recipient ``group``'s ACK signer."""
@@ -137,13 +146,15 @@ class Settings(BaseSettings):
                               signing_key_ids={self.ack_signer(group).key_id: "ack"})
 
     def coordinator_verifier(self) -> Verifier:
-        """What a coordinator verifies: pointers and intents, every group's ACKs, barriers."""
+        """What a coordinator verifies: pointers and intents (by their ledger signature, else their pointer
+        signature), every group's ACKs, barriers."""
         local_acks = not self.ack_verify_keys
         if local_acks:
             self._own_or_local("", "local", "ACK_VERIFY_KEYS")
         coordinator_key = self._own_or_local(self.coordinator_key, LOCAL_COORDINATOR_KEY, "COORDINATOR_KEY")
+        ledger_keys = self._own_or_local(self.ledger_verify_keys, LOCAL_LEDGER_KEY, "LEDGER_VERIFY_KEYS")
         return Verifier.parse(self._pointer_verify_keys(), self.ack_verify_keys, coordinator_key,
-                              self.retired_key_ids, local_acks=local_acks)
+                              self.retired_key_ids, local_acks=local_acks, ledger_keys=ledger_keys)
 
     def accepted_control_tokens(self) -> list[str]:
         """The bearer tokens a coordinator accepts on DELETE /jobs/<job>."""

@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from claimcheck.signing import Verifier
+
 from .conftest import APP, APP_TEST_VALUES, ROOT, find, helm, one, render
 
 COMMON = {"CLAIMCHECK_AMQP_URL", "CLAIMCHECK_S3_ENDPOINT_URL", "CLAIMCHECK_S3_ACCESS_KEY_ID",
@@ -16,11 +18,12 @@ COMMON = {"CLAIMCHECK_AMQP_URL", "CLAIMCHECK_S3_ENDPOINT_URL", "CLAIMCHECK_S3_AC
           "CLAIMCHECK_COORDINATOR_URL", "CLAIMCHECK_LOG_LEVEL"}
 # What each role's Secret holds (the interface of issue 12), and nothing more.
 ROLE_VARIABLES = {
-    "claimcheck-producer": COMMON | {"CLAIMCHECK_POINTER_SIGNING_KEY"},
+    "claimcheck-producer": COMMON | {"CLAIMCHECK_POINTER_SIGNING_KEY", "CLAIMCHECK_LEDGER_SIGNING_KEY"},
     "claimcheck-recipient-billing": COMMON | {"CLAIMCHECK_POINTER_VERIFY_KEYS", "CLAIMCHECK_ACK_SIGNING_KEY"},
     "claimcheck-recipient-audit": COMMON | {"CLAIMCHECK_POINTER_VERIFY_KEYS", "CLAIMCHECK_ACK_SIGNING_KEY"},
     "claimcheck-coordinator": COMMON | {"CLAIMCHECK_DATABASE_URL", "CLAIMCHECK_POINTER_VERIFY_KEYS",
                                         "CLAIMCHECK_ACK_VERIFY_KEYS", "CLAIMCHECK_COORDINATOR_KEY",
+                                        "CLAIMCHECK_LEDGER_VERIFY_KEYS",
                                         "CLAIMCHECK_CONTROL_TOKENS", "CLAIMCHECK_HTTP_HOST", "CLAIMCHECK_HTTP_PORT"},
     "claimcheck-operator": {"CLAIMCHECK_CONTROL_TOKEN"},
     "claimcheck-reader": {"CLAIMCHECK_DATABASE_URL", "CLAIMCHECK_LOG_LEVEL"},
@@ -88,6 +91,20 @@ def test_generated_credentials_differ_per_install_and_values_win() -> None:
                         "credentials.coordinatorKey=c2:0123456789abcdefXYZ")
     assert given["CLAIMCHECK_CONTROL_TOKENS"] == "new-token-0123456789abcdefghij,old-token-0123456789abcdefghij"
     assert given["CLAIMCHECK_COORDINATOR_KEY"] == "c2:0123456789abcdefXYZ"
+
+
+def test_the_ledger_key_is_shared_by_producers_and_coordinators_only_and_rotates() -> None:
+    docs = render(APP, fresh=True)
+    producer, coordinator = env_of(docs, "claimcheck-producer"), env_of(docs, "claimcheck-coordinator")
+    assert coordinator["CLAIMCHECK_LEDGER_VERIFY_KEYS"] == producer["CLAIMCHECK_LEDGER_SIGNING_KEY"]
+    assert Verifier.parse(ledger_keys=coordinator["CLAIMCHECK_LEDGER_VERIFY_KEYS"])  # parses as the application will
+    assert all("CLAIMCHECK_LEDGER_SIGNING_KEY" not in env_of(docs, name) for name in
+               ("claimcheck-recipient-billing", "claimcheck-recipient-audit", "claimcheck-operator"))
+    rotating = render(APP, sets=("credentials.ledgerKey=l2:0123456789abcdefNEW",
+                                 "credentials.ledgerVerifyKeys=l1:0123456789abcdefOLD"), fresh=True)
+    assert env_of(rotating, "claimcheck-producer")["CLAIMCHECK_LEDGER_SIGNING_KEY"] == "l2:0123456789abcdefNEW"
+    assert (env_of(rotating, "claimcheck-coordinator")["CLAIMCHECK_LEDGER_VERIFY_KEYS"]
+            == "l2:0123456789abcdefNEW,l1:0123456789abcdefOLD")
 
 
 def test_coordinator_deployment(docs: list[dict]) -> None:

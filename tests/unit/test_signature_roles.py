@@ -9,12 +9,15 @@ from claimcheck.config import LOCAL_POINTER_SIGNING_KEY, InsecureDefault, Settin
 from claimcheck.protocol import Ack, Barrier, InvalidMessage, Pointer, make_pointer, now, object_key
 from claimcheck.signing import (
     KEY_ID_HEADER,
+    LEDGER_KEY_ID_HEADER,
+    LEDGER_SIGNATURE_HEADER,
     SIGNATURE_HEADER,
     KeyFormatError,
     Verifier,
     ack_signer,
     coordinator_signer,
     decode_signed,
+    ledger_signer,
     new_pointer_key,
     pointer_signer,
 )
@@ -135,3 +138,49 @@ def test_bad_signing_keys_are_refused(text: str) -> None:
 def test_bad_ack_verify_keys_are_refused(text: str) -> None:
     with pytest.raises(KeyFormatError):
         Verifier.parse(ack_keys=text)
+
+
+LEDGER = "l1:ledger-secret-0123456789"
+
+
+def ledger_signed(body: bytes, signing: str = POINTER_SIGNING, ledger: str = LEDGER) -> dict[str, str]:
+    return pointer_signer(signing).with_ledger(ledger_signer(ledger)).sign(body)
+
+
+def test_coordinators_verify_the_ledger_signature_and_consumers_the_pointer_signature() -> None:
+    body = pointer()
+    headers = ledger_signed(body) | {SIGNATURE_HEADER: "00" * 64}  # a broken Ed25519 signature
+    coordinator = coordinator_verifier(ledger_keys=LEDGER)
+    assert coordinator.verify(body, headers).role == "ledger"
+    assert isinstance(decode_signed(coordinator, body, headers, Pointer), Pointer)
+    consumer = Verifier.parse(pointer_keys=POINTER_VERIFY)  # holds no ledger key
+    assert forged(consumer, body, headers, Pointer) == "signature does not match the message (key id 'p1')"
+    assert isinstance(decode_signed(consumer, body, ledger_signed(body), Pointer), Pointer)
+
+
+def test_a_wrong_retired_or_misused_ledger_signature_is_forged_and_an_unknown_one_defers_to_the_pointer_key() -> None:
+    body = pointer()
+    coordinator = coordinator_verifier(ledger_keys=LEDGER)
+    tampered = ledger_signed(body) | {LEDGER_SIGNATURE_HEADER: "0" * 64}
+    assert forged(coordinator, body, tampered, Pointer) == "ledger signature does not match the message (key id 'ledger/l1')"
+    retired = coordinator_verifier(ledger_keys="l2:ledger-secret-next-01234", retired="ledger/l1")
+    assert forged(retired, body, ledger_signed(body), Pointer) == "signed with the retired ledger key id 'ledger/l1'"
+    rolling_out = coordinator_verifier(ledger_keys="l2:ledger-secret-next-01234")
+    assert rolling_out.verify(body, ledger_signed(body)).role == "pointer"
+    confirmation = ack("billing")
+    reason = forged(coordinator, confirmation, ledger_signed(confirmation), Ack)
+    assert reason == "key id 'ledger/l1' is the producers' ledger key; it cannot sign a message of type 'ack'"
+
+
+def test_producers_sign_for_the_ledger_and_the_local_ledger_key_stays_on_loopback() -> None:
+    local, body = Settings(amqp_url="amqp://u:p@127.0.0.1:5672/%2F"), pointer()
+    headers = local.pointer_signer().sign(body)
+    assert headers[LEDGER_KEY_ID_HEADER] == "ledger/local"
+    assert local.coordinator_verifier().verify(body, headers).role == "ledger"
+    remote = {"amqp_url": "amqp://u:p@rmq.example:5672/%2F", "pointer_signing_key": POINTER_SIGNING,
+              "pointer_verify_keys": POINTER_VERIFY, "ack_verify_keys": f"billing:{BILLING}", "coordinator_key": COORDINATOR}
+    with pytest.raises(InsecureDefault, match="CLAIMCHECK_LEDGER_SIGNING_KEY is not set"):
+        Settings(**remote).pointer_signer()
+    with pytest.raises(InsecureDefault, match="CLAIMCHECK_LEDGER_VERIFY_KEYS is not set"):
+        Settings(**remote).coordinator_verifier()
+    assert Settings(**remote, ledger_verify_keys=LEDGER).coordinator_verifier().verify(body, ledger_signed(body)).role == "ledger"

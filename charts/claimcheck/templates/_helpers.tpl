@@ -260,6 +260,8 @@ and coordinator Secrets. Helm cannot derive a public key, so they are never gene
 {{- end }}
 {{- /* HMAC material and control tokens. */}}
 {{- $coordKey := include "claimcheck.kept" (dict "ctx" . "secret" $names.coordinator "key" "CLAIMCHECK_COORDINATOR_KEY" "value" .Values.credentials.coordinatorKey "new" (printf "k1:%s" (randAlphaNum 40))) }}
+{{- $ledgerKey := include "claimcheck.kept" (dict "ctx" . "secret" $names.producer "key" "CLAIMCHECK_LEDGER_SIGNING_KEY" "value" .Values.credentials.ledgerKey "new" (printf "k1:%s" (randAlphaNum 40))) }}
+{{- $ledgerVerify := without (concat (list $ledgerKey) (splitList "," (default "" .Values.credentials.ledgerVerifyKeys))) "" }}
 {{- $tokens := include "claimcheck.kept" (dict "ctx" . "secret" $names.coordinator "key" "CLAIMCHECK_CONTROL_TOKENS" "value" .Values.credentials.controlTokens "new" (randAlphaNum 48)) }}
 {{- $prefix := .Values.broker.userPrefix }}
 {{- $common := dict
@@ -276,7 +278,8 @@ and coordinator Secrets. Helm cannot derive a public key, so they are never gene
   "CLAIMCHECK_AMQP_URL" (include "claimcheck.amqpUrl" (dict "endpoint" $endpoint "user" (printf "%sproducer" $prefix) "password" $pw))
   "CLAIMCHECK_S3_ACCESS_KEY_ID" (get $x "CLAIMCHECK_S3_PRODUCER_ACCESS_KEY_ID")
   "CLAIMCHECK_S3_SECRET_ACCESS_KEY" (get $x "CLAIMCHECK_S3_PRODUCER_SECRET_ACCESS_KEY")
-  "CLAIMCHECK_POINTER_SIGNING_KEY" $signing) (deepCopy $common) }}
+  "CLAIMCHECK_POINTER_SIGNING_KEY" $signing
+  "CLAIMCHECK_LEDGER_SIGNING_KEY" $ledgerKey) (deepCopy $common) }}
 {{- /* recipient groups */}}
 {{- $recipients := dict }}
 {{- $ackVerify := list }}
@@ -309,6 +312,7 @@ and coordinator Secrets. Helm cannot derive a public key, so they are never gene
   "CLAIMCHECK_POINTER_VERIFY_KEYS" $verify
   "CLAIMCHECK_ACK_VERIFY_KEYS" (join "," $ackVerify)
   "CLAIMCHECK_COORDINATOR_KEY" $coordKey
+  "CLAIMCHECK_LEDGER_VERIFY_KEYS" (join "," $ledgerVerify)
   "CLAIMCHECK_CONTROL_TOKENS" $tokens
   "CLAIMCHECK_HTTP_HOST" $c.httpHost
   "CLAIMCHECK_HTTP_PORT" (toString $c.httpPort)) (deepCopy $common) }}
