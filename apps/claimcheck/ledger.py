@@ -424,14 +424,20 @@ class _Batch:
         return Applied(Outcome.EARLY if row.state == "awaiting_pointer" else Outcome.RECORDED)
 
     def write(self, cursor: Any) -> None:
-        """Record the new intents, pointers and ACKs and the duplicate counts: one statement each."""
-        if self.intents:
+        """Record the new intents, pointers and ACKs and the duplicate counts: one statement each.
+
+        An intent whose pointer is in the same batch is not written: the pointer's update sets
+        the same key and makes the object live, after which the intent's time means nothing.
+        """
+        pointed = {pointer.object_id for pointer, _ in self.pointers}
+        intents = [intent for intent in self.intents if intent.object_id not in pointed]
+        if intents:
             execute_values(
                 cursor,
                 """UPDATE objects o SET bucket = v.bucket, key = v.key, intent_seen_at = now()
                      FROM (VALUES %s) AS v (object_id, bucket, key) WHERE o.object_id = v.object_id""",
-                [(i.object_id, i.bucket, i.key) for i in self.intents],
-                page_size=len(self.intents),
+                [(i.object_id, i.bucket, i.key) for i in intents],
+                page_size=len(intents),
             )
         if self.pointers:
             execute_values(
