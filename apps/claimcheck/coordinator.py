@@ -34,7 +34,7 @@ from claimcheck.deadletter import dead_letter
 from claimcheck.httpapi import Request, Response, Route, routes_for, serve
 from claimcheck.ledger import Applied, DeleteTask, Ledger, Message, Outcome
 from claimcheck.migrate import migrate
-from claimcheck.protocol import POINTER_QUEUE_KINDS, Ack, Barrier, InvalidMessage, brief
+from claimcheck.protocol import ACK_QUEUE_KINDS, POINTER_QUEUE_KINDS, Ack, AckBatch, Barrier, InvalidMessage, brief
 from claimcheck.publisher import BrokerSession
 from claimcheck.signing import decode_signed
 from claimcheck.sweeper import PointerQueueBarrier, sweep
@@ -104,10 +104,10 @@ class Coordinator:
 
     def _handle(self, delivery: Delivery) -> None:
         """Decode and verify now; apply with the rest of this read from the broker (see _flush)."""
-        kinds = POINTER_QUEUE_KINDS if delivery.queue == topology.COORDINATOR_POINTER_QUEUE else (Ack,)
+        kinds = POINTER_QUEUE_KINDS if delivery.queue == topology.COORDINATOR_POINTER_QUEUE else ACK_QUEUE_KINDS
         try:
-            message: Message = decode_signed(self._verifier, delivery.body, delivery.properties.headers, *kinds,
-                                             bucket=self._settings.s3_bucket)  # type: ignore[assignment]
+            message = decode_signed(self._verifier, delivery.body, delivery.properties.headers, *kinds,
+                                    bucket=self._settings.s3_bucket)
         except InvalidMessage as exc:
             self._reject(delivery, exc.category, exc.reason)
             return
@@ -115,36 +115,44 @@ class Coordinator:
             log.exception("judging a message from %s failed", delivery.queue)
             self._reject(delivery, "internal", brief(repr(exc), 300))
             return
-        self._batch.append((delivery, message))
+        # An ACK batch is counted object by object, exactly like single ACKs.
+        self._batch.extend((delivery, one) for one in (message.each() if isinstance(message, AckBatch) else [message]))
         if len(self._batch) >= self._prefetch:
             self._flush()
 
     def _flush(self) -> None:
-        """Apply the buffered messages in one transaction, then ack or dead-letter each.
+        """Apply the buffered messages in one transaction, then ack or dead-letter each delivery.
 
         Broker acks follow the commit, so a crash in between only causes redeliveries, which
-        the ledger absorbs.
+        the ledger absorbs. A delivery that carried several ACKs is dead-lettered (once) if any
+        of them was refused; the others stay counted, and counting them again is harmless.
         """
         # Deliveries from a connection that died meanwhile are redelivered; leave them to that.
         batch, self._batch = [(d, m) for d, m in self._batch if d.channel.is_open], []
         if not batch:
             return
-        counted: list[Delivery] = []
+        refusals: dict[int, tuple[str, str]] = {}  # id(delivery) -> the first refusal of its messages
         for (delivery, message), applied in zip(batch, self._apply_each_alone_if_needed(batch), strict=True):
             if isinstance(applied, Exception):
-                self._reject(delivery, "internal", brief(repr(applied), 300))
+                refusals.setdefault(id(delivery), ("internal", brief(repr(applied), 300)))
                 continue
             metrics.LEDGER_MESSAGES.labels(message.type, applied.outcome.value).inc()
             if isinstance(message, Ack):
                 metrics.count_ack(message.recipient, applied.outcome.value)
             if applied.outcome in REJECTED:
-                self._reject(delivery, REJECTED[applied.outcome], applied.detail)
+                detail = applied.detail if isinstance(message, Barrier) else f"object {message.object_id}: {applied.detail}"
+                refusals.setdefault(id(delivery), (REJECTED[applied.outcome], detail))
                 continue
-            counted.append(delivery)
             if applied.delete_decided and not isinstance(message, Barrier):
                 log.debug("object %s of job %s is due for deletion (%s)", message.object_id, message.job,
                           applied.outcome.value, extra={"object_id": message.object_id, "job": message.job})
                 self._due.set()
+        counted: list[Delivery] = []
+        for delivery in {id(delivery): delivery for delivery, _ in batch}.values():  # each delivery once, in order
+            if id(delivery) in refusals:
+                self._reject(delivery, *refusals[id(delivery)])
+            else:
+                counted.append(delivery)
         # Every delivery up to the last one is now settled (rejects were acked one by one above),
         # so one multiple-ack per channel settles the rest.
         if counted:

@@ -16,6 +16,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_RECIPIENTS = 32
+# ACKs one AckBatch may carry: 100 of the longest (128-character job names) stay under 30 KiB.
+MAX_ACKS_PER_BATCH = 100
 MAX_PAYLOAD_BYTES = 64 * 2**30
 RESERVED_RECIPIENTS = frozenset({"coordinator"})
 
@@ -124,6 +126,43 @@ class Ack(_Message):
     acked_at: Timestamp
 
 
+class AckedObject(BaseModel):
+    """One object an :class:`AckBatch` confirms."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    object_id: ObjectId
+    job: JobName
+    payload_sha256: Sha256Hex
+
+
+class AckBatch(_Message):
+    """Several business ACKs of one recipient replica in one signed message.
+
+    A consumer confirms what its workers finished within a few milliseconds together: one
+    enqueue and one settlement on the broker instead of one per object. The coordinator counts
+    each object exactly as if it had come in an :class:`Ack` of its own.
+    """
+
+    type: Literal["ack_batch"] = "ack_batch"
+    recipient: RecipientName
+    consumer: PrintableText
+    acked_at: Timestamp
+    acks: tuple[AckedObject, ...] = Field(min_length=1, max_length=MAX_ACKS_PER_BATCH)
+
+    @model_validator(mode="after")
+    def _each_object_once(self) -> "AckBatch":
+        if len({acked.object_id for acked in self.acks}) != len(self.acks):
+            raise ValueError("an object is confirmed twice in one batch")
+        return self
+
+    def each(self) -> list[Ack]:
+        """The batch as single ACKs, in its order."""
+        return [Ack(object_id=acked.object_id, job=acked.job, recipient=self.recipient,
+                    payload_sha256=acked.payload_sha256, consumer=self.consumer, acked_at=self.acked_at)
+                for acked in self.acks]
+
+
 class Intent(_Message):
     """A producer's announcement, confirmed by the broker before it uploads anything.
 
@@ -178,6 +217,8 @@ M = TypeVar("M", bound=_Message)
 # What may arrive on the coordinator's pointer queue.
 PointerQueueMessage = Pointer | Intent | Barrier
 POINTER_QUEUE_KINDS: tuple[type[_Message], ...] = (Pointer, Intent, Barrier)
+# What may arrive on the coordinator's ACK queue.
+ACK_QUEUE_KINDS: tuple[type[_Message], ...] = (Ack, AckBatch)
 
 
 def check_size(body: bytes) -> None:

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from claimcheck.protocol import (
     RECIPIENT_PATTERN,
     Ack,
+    AckBatch,
     Barrier,
     Intent,
     InvalidMessage,
@@ -52,7 +53,7 @@ LEDGER_SIGNATURE_HEADER = "x-claimcheck-ledger-signature"
 
 Role = Literal["pointer", "ack", "coordinator", "ledger"]
 # Which messages each role may sign.
-ROLE_SIGNS: dict[str, tuple[type[Any], ...]] = {"pointer": (Pointer, Intent), "ack": (Ack,), "coordinator": (Barrier,),
+ROLE_SIGNS: dict[str, tuple[type[Any], ...]] = {"pointer": (Pointer, Intent), "ack": (Ack, AckBatch), "coordinator": (Barrier,),
                                                 "ledger": (Pointer, Intent)}
 ROLE_NAMES = {"pointer": "a producer's pointer key", "ack": "a recipient group's ACK key",
               "coordinator": "the coordinators' key", "ledger": "the producers' ledger key"}
@@ -310,7 +311,7 @@ def decode_signed(verifier: Verifier, body: bytes, headers: Mapping[str, Any] | 
         raise InvalidMessage(f"key id {signer.key_id!r} is {ROLE_NAMES[signer.role]}; it cannot sign a message of "
                              f"type {wanted}", "forged")
     message = decode(body, *allowed)
-    if isinstance(message, Ack) and message.recipient != signer.group:
+    if isinstance(message, Ack | AckBatch) and message.recipient != signer.group:
         raise InvalidMessage(f"ACK for recipient {message.recipient!r} signed with group {signer.group!r}'s key "
                              f"{signer.key_id!r}", "forged")
     if bucket is not None:

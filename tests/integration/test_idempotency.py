@@ -10,7 +10,7 @@ from claimcheck import topology
 from claimcheck.config import Settings
 from claimcheck.consumer import RecipientConsumer
 from claimcheck.producer import publish_pointer as send_pointer
-from claimcheck.protocol import Ack, Pointer, make_pointer
+from claimcheck.protocol import Ack, AckBatch, AckedObject, Pointer, make_pointer, now
 from claimcheck.publisher import BrokerSession
 from tests.integration.integration_helpers import DeadLetters, LocalKeys, ack_for, unique, wait_until
 
@@ -297,3 +297,38 @@ def test_a_payload_whose_processing_keeps_failing_is_dead_lettered_after_the_del
     assert consumer.stats.acked == 0
     assert db("SELECT count(*) FROM acks WHERE object_id = %s", pointer.object_id) == [(0,)]
     assert object_exists(pointer)
+
+
+def publish_ack_batch(broker: BrokerSession, recipient: str, pointers: list[Pointer], message_id: str) -> None:
+    batch = AckBatch(recipient=recipient, consumer="test", acked_at=now(),
+                     acks=[AckedObject(object_id=p.object_id, job=p.job, payload_sha256=p.payload_sha256) for p in pointers])
+    body = batch.encode()
+    broker.publish(topology.ACK_EXCHANGE, topology.ACK_ROUTING_KEY, body, message_id=message_id,
+                   headers=KEYS.ack(recipient).sign(body))
+
+
+def test_an_ack_batch_counts_each_object_once_and_a_refused_item_dead_letters_only_the_batch(
+    coordinator_url: str, recipients: Callable[..., list[str]], stored: Callable[..., Pointer],
+    object_exists: Callable[[Pointer], bool], broker: BrokerSession, db: Query, dead_letters: DeadLetters,
+) -> None:
+    billing, audit = recipients("billing", "audit")
+    both = [stored([billing, audit]) for _ in range(3)]
+    audit_only = stored([audit])
+    for pointer in [*both, audit_only]:
+        publish_pointer(broker, pointer)
+    wait_until(lambda: all(state_of(db, p) == "pending" for p in [*both, audit_only]), 30, "the pointers in the ledger")
+
+    publish_ack_batch(broker, billing, [*both, audit_only], message_id="billing-batch-" + audit_only.object_id)
+    reason = dead_letters.reason_for("billing-batch-" + audit_only.object_id)
+    assert reason.startswith("foreign_recipient: object " + audit_only.object_id), reason
+    wait_until(lambda: all(db("SELECT recipient FROM acks WHERE object_id = %s", p.object_id) == [(billing,)] for p in both),
+               30, "billing's ACKs of the objects it receives")
+    assert all(state_of(db, p) == "pending" and object_exists(p) for p in [*both, audit_only])
+
+    publish_ack_batch(broker, audit, [*both, audit_only], message_id="audit-batch-" + audit_only.object_id)
+    publish_ack_batch(broker, audit, both[:2], message_id="audit-again-" + audit_only.object_id)  # a duplicate batch
+    wait_until(lambda: all(state_of(db, p) == "deleted" for p in [*both, audit_only]), 30, "deletion")
+    assert not any(object_exists(p) for p in [*both, audit_only])
+    assert [deletions_of(db, p) for p in [*both, audit_only]] == [1] * 4
+    wait_until(lambda: db("SELECT sum(duplicates) FROM acks WHERE object_id = ANY (%s) AND recipient = %s",
+                          [p.object_id for p in both[:2]], audit) == [(2,)], 30, "the duplicate batch counted as duplicates")

@@ -1,12 +1,13 @@
 """Signatures that say who signed: Ed25519 pointers, per-group HMAC ACKs, the coordinators' barriers,
 rotation, retired keys, keys of the wrong role, and the built-in local keys refused off loopback."""
 
+import json
 from typing import Any
 
 import pytest
 
 from claimcheck.config import LOCAL_POINTER_SIGNING_KEY, InsecureDefault, Settings
-from claimcheck.protocol import Ack, Barrier, InvalidMessage, Pointer, make_pointer, now, object_key
+from claimcheck.protocol import Ack, AckBatch, AckedObject, Barrier, InvalidMessage, Pointer, make_pointer, now, object_key
 from claimcheck.signing import (
     KEY_ID_HEADER,
     LEDGER_KEY_ID_HEADER,
@@ -184,3 +185,35 @@ def test_producers_sign_for_the_ledger_and_the_local_ledger_key_stays_on_loopbac
     with pytest.raises(InsecureDefault, match="CLAIMCHECK_LEDGER_VERIFY_KEYS is not set"):
         Settings(**remote).coordinator_verifier()
     assert Settings(**remote, ledger_verify_keys=LEDGER).coordinator_verifier().verify(body, ledger_signed(body)).role == "ledger"
+
+
+def ack_batch(recipient: str, count: int = 2) -> bytes:
+    return AckBatch(recipient=recipient, consumer="c", acked_at=now(),
+                    acks=[AckedObject(object_id=f"{n:032x}", job="j", payload_sha256=SHA) for n in range(count)]).encode()
+
+
+def test_a_group_signs_ack_batches_for_itself_only_and_each_counts_as_single_acks() -> None:
+    verifier = coordinator_verifier()
+    body = ack_batch("billing", 3)
+    batch = decode_signed(verifier, body, ack_signer(BILLING, "billing").sign(body), Ack, AckBatch)
+    assert isinstance(batch, AckBatch)
+    assert [(a.object_id, a.recipient, a.consumer) for a in batch.each()] == [(f"{n:032x}", "billing", "c") for n in range(3)]
+    reason = forged(verifier, body, ack_signer(AUDIT, "audit").sign(body), Ack, AckBatch)
+    assert reason == "ACK for recipient 'billing' signed with group 'audit''s key 'audit/k1'"
+    reason = forged(verifier, body, pointer_signer(POINTER_SIGNING).sign(body), Ack, AckBatch)
+    assert reason == "key id 'p1' is a producer's pointer key; it cannot sign a message of type 'ack' or 'ack_batch'"
+
+
+@pytest.mark.parametrize(("acks", "reason"), [
+    ([], "invalid ack_batch: acks: Tuple should have at least 1 item after validation, not 0"),
+    ([{"object_id": OBJECT_ID, "job": "j", "payload_sha256": SHA}] * 2,
+     "invalid ack_batch: an object is confirmed twice in one batch"),
+    ([{"object_id": f"{n:032x}", "job": "j", "payload_sha256": SHA} for n in range(101)],
+     "invalid ack_batch: acks: Tuple should have at most 100 items after validation, not 101"),
+])
+def test_malformed_ack_batches_are_invalid(acks: list[dict[str, str]], reason: str) -> None:
+    body = json.dumps({"version": 1, "type": "ack_batch", "recipient": "billing", "consumer": "c",
+                       "acked_at": "2026-11-30T00:00:00Z", "acks": acks}).encode()
+    with pytest.raises(InvalidMessage) as caught:
+        decode_signed(coordinator_verifier(), body, ack_signer(BILLING, "billing").sign(body), Ack, AckBatch)
+    assert (caught.value.category, caught.value.reason) == ("invalid", reason)
