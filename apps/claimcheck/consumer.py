@@ -25,12 +25,13 @@ from typing import IO, NoReturn
 from botocore.exceptions import BotoCoreError, ClientError
 
 from claimcheck import metrics, store, topology
+from claimcheck.ack_batcher import AckBatcher
 from claimcheck.amqp_loop import ConsumerLoop, Delivery, DependencyDown
 from claimcheck.config import Settings
 from claimcheck.coordinator_client import fetch_object, fetch_progress
 from claimcheck.deadletter import dead_letter
 from claimcheck.httpapi import routes_for, serve
-from claimcheck.protocol import Ack, InvalidMessage, Pointer, brief, now
+from claimcheck.protocol import InvalidMessage, Pointer, brief
 from claimcheck.publisher import RETRYABLE, BrokerRefused, BrokerSession
 from claimcheck.signing import decode_signed
 
@@ -89,8 +90,9 @@ class RecipientConsumer:
         self._s3 = store.client(settings)
         self._declare = lambda channel: topology.declare_for_recipient(channel, recipient)
         self._publisher = BrokerSession(settings.amqp_url, self._declare, settings.confirm_timeout)
-        self._worker_publishers = threading.local()  # pika connections are not thread-safe
-        self._all_publishers = [self._publisher]
+        # Workers' ACKs, published together (one broker message for whatever is waiting).
+        self._acks = AckBatcher(BrokerSession(settings.amqp_url, self._declare, settings.confirm_timeout),
+                                self._ack_signer, recipient, self.name)
         self._workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"verify-{recipient}")
         metrics.recipient_metrics(recipient)
         self._loop = ConsumerLoop(
@@ -117,8 +119,8 @@ class RecipientConsumer:
             self._loop.run(stop)
         finally:
             self._workers.shutdown(wait=True, cancel_futures=True)
-            for publisher in self._all_publishers:
-                publisher.close()
+            self._acks.close()
+            self._publisher.close()
             if server is not None:
                 server.shutdown()
 
@@ -186,31 +188,9 @@ class RecipientConsumer:
             raise AlreadySettled(f"object {pointer.object_id} was deleted: {why}")
         raise missing
 
-    def _worker_publisher(self) -> BrokerSession:
-        publisher = getattr(self._worker_publishers, "session", None)
-        if publisher is None:
-            publisher = BrokerSession(self._settings.amqp_url, self._declare, self._settings.confirm_timeout)
-            self._worker_publishers.session = publisher
-            self._all_publishers.append(publisher)
-        return publisher
-
     def _publish_ack(self, pointer: Pointer) -> None:
-        ack = Ack(
-            object_id=pointer.object_id,
-            job=pointer.job,
-            recipient=self._recipient,
-            payload_sha256=pointer.payload_sha256,
-            consumer=self.name,
-            acked_at=now(),
-        )
-        body = ack.encode()
-        self._worker_publisher().publish(
-            topology.ACK_EXCHANGE,
-            topology.ACK_ROUTING_KEY,
-            body,
-            message_id=f"{pointer.object_id}.{self._recipient}",
-            headers=self._ack_signer.sign(body),
-        )
+        """This group's business ACK of ``pointer``, confirmed by the broker (see ack_batcher)."""
+        self._acks.confirm(pointer)
 
     def _finish(self, delivery: Delivery, pointer: Pointer, done: "Future[None]") -> None:
         """On the connection thread: settle the pointer according to what its worker did."""
