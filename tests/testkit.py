@@ -10,7 +10,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import pika
 import psycopg2
@@ -21,20 +21,22 @@ from claimcheck import store, topology
 from claimcheck.config import Settings
 from claimcheck.migrate import migrate
 
+T = TypeVar("T")
+
 
 def wait_until(
-    predicate: Callable[[], Any],
+    predicate: Callable[[], T | None | Literal[False]],
     timeout: float,
     what: str,
     poll: float = 0.05,
     tolerate: tuple[type[BaseException], ...] = (),
-) -> Any:
+) -> T:
     """Poll ``predicate`` until it returns something truthy; fail with ``what`` at the deadline.
 
     Exceptions listed in ``tolerate`` (a dependency that is down on purpose) count as "not yet".
     """
     deadline = time.monotonic() + timeout
-    value: Any = None
+    value: T | Literal[False] | None = None
     last_error: BaseException | None = None
     while True:
         try:

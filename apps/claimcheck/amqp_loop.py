@@ -10,11 +10,12 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
+import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from tenacity import Retrying, retry_if_exception, stop_never, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never, wait_random_exponential
 
 from claimcheck import metrics
 from claimcheck.publisher import RETRYABLE, Declare, parameters, refusal, refused, reported_by_caller
@@ -33,7 +34,7 @@ class Delivery:
     queue: str
     delivery_tag: int
     redelivered: bool
-    properties: Any
+    properties: pika.BasicProperties
     body: bytes
 
     @property
@@ -43,7 +44,7 @@ class Delivery:
         Total: anyone who can publish can also set this header to anything (a string, bytes, a
         table, a huge or negative number); whatever is not a count the broker could have set is 0.
         """
-        headers = getattr(self.properties, "headers", None)
+        headers = self.properties.headers
         value = headers.get("x-delivery-count", 0) if isinstance(headers, dict) else 0
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DELIVERY_COUNT:
             return 0
@@ -132,7 +133,7 @@ class ConsumerLoop:
                 raise
 
     @staticmethod
-    def _before_reconnect(state: Any) -> None:
+    def _before_reconnect(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         metrics.CONNECTION_RECOVERIES.labels("consume", "dependency" if isinstance(error, DependencyDown) else "broker").inc()
         log.warning("broker connection lost (%s); reconnecting", error if error is not None else "?")
@@ -201,9 +202,11 @@ class ConsumerLoop:
                 return
 
     def _dispatcher(self, queue: str) -> Callable[..., None]:
-        def on_message(channel: BlockingChannel, method: Any, properties: Any, body: bytes) -> None:
+        def on_message(channel: BlockingChannel, method: pika.spec.Basic.Deliver, properties: pika.BasicProperties,
+                       body: bytes) -> None:
             self._deliveries += 1
-            self._handler(Delivery(channel, queue, method.delivery_tag, method.redelivered, properties, body))
+            tag = cast(int, method.delivery_tag)  # set on every Basic.Deliver frame pika decodes
+            self._handler(Delivery(channel, queue, tag, bool(method.redelivered), properties, body))
 
         return on_message
 

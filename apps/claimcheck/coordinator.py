@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import psycopg2
 from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
@@ -39,6 +40,9 @@ from claimcheck.publisher import BrokerSession
 from claimcheck.signing import decode_signed
 from claimcheck.sweeper import PointerQueueBarrier, sweep
 
+if TYPE_CHECKING:  # the stubs of the client boto3 builds (dev extras), for the checker only
+    from types_boto3_s3 import S3Client
+
 log = logging.getLogger(__name__)
 
 DB_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
@@ -54,7 +58,7 @@ class Coordinator:
     def __init__(self, settings: Settings, prefetch: int = 1000, lease_seconds: float = 30.0) -> None:
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._settings = settings
-        self._s3 = store.client(settings)
+        self._s3: S3Client = store.client(settings)
         # Short, so a crashed coordinator's deletes are taken over quickly; renewed while an S3
         # delete is in flight (_renewing), so it never expires while its owner is still deleting.
         self._lease_seconds = lease_seconds

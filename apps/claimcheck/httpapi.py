@@ -10,10 +10,10 @@ import logging
 import re
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -26,6 +26,13 @@ _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\
          b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
 
 Response = tuple[int, dict[str, Any]]
+_Connection = socket.socket | tuple[bytes, socket.socket]  # socketserver's request: a connection, or a datagram
+
+
+class Headers(Protocol):
+    """Request headers as the stdlib parses them (case-insensitive), or a plain dict in tests."""
+
+    def get(self, name: str, /) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,7 @@ class Request:
     """What a route handler sees: its path match and the request's headers."""
 
     match: re.Match[str]
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Headers = field(default_factory=dict[str, str])
 
     def __getitem__(self, group: str) -> str:
         return self.match[group]
@@ -101,8 +108,7 @@ def serve(port: int, routes: list[Route], host: str = "0.0.0.0") -> ThreadingHTT
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
             log.debug("http: " + format, *args)
 
-    server_class = type("Server", (_BoundedServer,), {"address_family": socket.AF_INET6}) if ":" in host else _BoundedServer
-    server = server_class((host, port), Handler)
+    server = (_BoundedServer6 if ":" in host else _BoundedServer)((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server
 
@@ -116,9 +122,10 @@ class _BoundedServer(ThreadingHTTPServer):
         super().__init__(*args, **kwargs)
         self._slots = threading.BoundedSemaphore(MAX_CONCURRENT_REQUESTS)
 
-    def process_request(self, request: Any, client_address: Any) -> None:
+    def process_request(self, request: _Connection, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
             try:
+                assert isinstance(request, socket.socket)  # a stream server's requests are its connections
                 request.settimeout(1.0)
                 request.sendall(_BUSY)
             except OSError:
@@ -127,8 +134,14 @@ class _BoundedServer(ThreadingHTTPServer):
             return
         super().process_request(request, client_address)
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    def process_request_thread(self, request: _Connection, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+
+
+class _BoundedServer6(_BoundedServer):
+    """The same server bound to an IPv6 address (``::`` also accepts IPv4 where the system maps it)."""
+
+    address_family = socket.AF_INET6

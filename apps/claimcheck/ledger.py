@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg2
-import psycopg2.extensions
+from psycopg2 import extensions as pg
 from psycopg2.extras import execute_values
 
 from claimcheck.protocol import Ack, Barrier, Intent, Pointer
@@ -95,18 +95,26 @@ _DECIDE = """
 """
 
 
+def single_row(cursor: pg.cursor) -> tuple[Any, ...]:
+    """The row of a query that always returns exactly one (an aggregate, a locked row, ``now()``)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError(f"expected one row from {cursor.query!r}, got none")
+    return row
+
+
 class Ledger:
     """The ledger over one PostgreSQL connection; one instance per thread."""
 
     def __init__(self, dsn: str, application_name: str = "claimcheck") -> None:
         self._dsn = dsn
         self._application_name = application_name
-        self._connection: Any = None
+        self._connection: pg.connection | None = None
 
-    def _conn(self) -> Any:
+    def _conn(self) -> pg.connection:
         if self._connection is None or self._connection.closed:
             self._connection = psycopg2.connect(self._dsn, connect_timeout=5, application_name=self._application_name)
-            self._connection.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_READ_COMMITTED)
+            self._connection.set_session(isolation_level=pg.ISOLATION_LEVEL_READ_COMMITTED)
         return self._connection
 
     def close(self) -> None:
@@ -233,7 +241,8 @@ class Ledger:
         """The database's clock, the one every ledger timestamp uses."""
         with self._conn() as connection, connection.cursor() as cursor:
             cursor.execute("SELECT now()")
-            return cursor.fetchone()[0]  # type: ignore[no-any-return]
+            now: datetime = single_row(cursor)[0]
+            return now
 
     def barrier_applied(self, nonce: str) -> bool:
         """Whether a coordinator applied the sweeper's barrier ``nonce``."""
@@ -252,7 +261,7 @@ class Ledger:
                     ORDER BY intent_seen_at LIMIT %s""",
                 (cutoff, bucket, prefix, prefix, limit),
             )
-            return cursor.fetchall()  # type: ignore[no-any-return]
+            return cursor.fetchall()
 
     def claim_orphan(self, object_id: str, job: str, bucket: str, key: str, cutoff: datetime) -> bool:
         """Record that an object is being swept; False unless the ledger proves nobody needs it.
@@ -272,7 +281,7 @@ class Ledger:
                      FROM objects o WHERE object_id = %s FOR UPDATE""",
                 (cutoff, object_id),
             )
-            state, old_enough, known_key, acked = cursor.fetchone()
+            state, old_enough, known_key, acked = single_row(cursor)
             if state != "awaiting_pointer" or acked or known_key not in (None, key):
                 return False
             if not (unknown_until_now or old_enough):
@@ -312,7 +321,7 @@ class Ledger:
                      FROM objects WHERE job = %s""",
                 (job,),
             )
-            published, deleted, pending, awaiting, cancelled, swept = cursor.fetchone()
+            published, deleted, pending, awaiting, cancelled, swept = single_row(cursor)
             cursor.execute(
                 """SELECT a.recipient, count(*) FROM acks a JOIN objects o USING (object_id)
                     WHERE o.job = %s AND a.recipient = ANY (o.recipients) AND a.payload_sha256 = o.payload_sha256
@@ -336,7 +345,7 @@ class _Row:
     acked: set[tuple[str, str]] = field(default_factory=set)
 
 
-def _lock_rows(cursor: Any, objects: list[tuple[str, str]]) -> tuple[dict[str, _Row], set[str]]:
+def _lock_rows(cursor: pg.cursor, objects: list[tuple[str, str]]) -> tuple[dict[str, _Row], set[str]]:
     """Create placeholders for unknown objects, then lock every row of the batch in object-id order.
 
     Also returns which of the batch's jobs were cancelled.
@@ -423,7 +432,7 @@ class _Batch:
         self.acks.append(ack)
         return Applied(Outcome.EARLY if row.state == "awaiting_pointer" else Outcome.RECORDED)
 
-    def write(self, cursor: Any) -> None:
+    def write(self, cursor: pg.cursor) -> None:
         """Record the new intents, pointers and ACKs and the duplicate counts: one statement each.
 
         An intent whose pointer is in the same batch is not written: the pointer's update sets
@@ -476,7 +485,7 @@ class _Batch:
                 page_size=len(self.duplicate_acks),
             )
 
-    def decide(self, cursor: Any) -> list[str]:
+    def decide(self, cursor: pg.cursor) -> list[str]:
         """The guarded pending -> deleting transition for the objects this batch advanced.
 
         Returns the objects it moved; the guard in SQL makes it succeed once per object ever.

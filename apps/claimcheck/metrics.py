@@ -11,12 +11,13 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import psycopg2
 from prometheus_client import REGISTRY, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from psycopg2 import extensions as pg
+from tenacity import RetryCallState
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def count_ack(recipient: str, outcome: str) -> None:
 _known_recipients: set[str] = set()
 
 
-def count_publish_retry(_: Any) -> None:
+def count_publish_retry(_: RetryCallState) -> None:
     """A tenacity ``before_sleep`` hook: one more publish retry."""
     PUBLISH_RETRIES.inc()
 
@@ -183,10 +184,10 @@ class LedgerCollector(Collector):
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
-        self._connection: Any = None
+        self._connection: pg.connection | None = None
         self._lock = threading.Lock()
 
-    def describe(self) -> Iterable[Any]:
+    def describe(self) -> Iterable[Metric]:
         return []  # values come from the database at collect time; do not query on register
 
     def _query(self) -> tuple[list[tuple[str, int, float]], list[tuple[str, int]]]:

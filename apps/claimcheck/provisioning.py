@@ -57,8 +57,8 @@ class Management:
 
     def __init__(self, url: str) -> None:
         parts = urllib.parse.urlsplit(url)
-        self._base = urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""),
-                                                            path=parts.path.rstrip("/") + "/api"))
+        netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        self._base = urllib.parse.urlunsplit(parts._replace(netloc=netloc, path=parts.path.rstrip("/") + "/api"))
         credentials = f"{urllib.parse.unquote(parts.username or '')}:{urllib.parse.unquote(parts.password or '')}"
         self._auth = "Basic " + base64.b64encode(credentials.encode()).decode()
 

@@ -23,7 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from tenacity import before_sleep_log, retry, retry_if_exception, stop_after_delay, wait_random_exponential
+from tenacity import RetryCallState, before_sleep_log, retry, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from claimcheck import metrics
 
@@ -174,7 +174,7 @@ def reported_by_caller() -> Iterator[None]:
 _log_retry = before_sleep_log(log, logging.WARNING)
 
 
-def _before_retry(state: Any) -> None:
+def _before_retry(state: RetryCallState) -> None:
     _log_retry(state)
     metrics.count_publish_retry(state)
 
@@ -288,7 +288,7 @@ class BrokerSession:
         assert self._connection is not None
         # BlockingConnection.call_later timers only fire inside process_data_events, never while
         # basic_publish waits for its confirm, so the deadline is set on the underlying ioloop.
-        ioloop = self._connection._impl.ioloop  # noqa: SLF001 - see above
+        ioloop = self._connection._impl.ioloop  # type: ignore[attr-defined]  # noqa: SLF001 - see above
         timer = ioloop.call_later(self._confirm_timeout, self._confirm_timed_out)
         try:
             channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)

@@ -12,6 +12,7 @@ import pika.exceptions
 import psycopg2
 
 from claimcheck import topology
+from claimcheck.ledger import single_row
 from claimcheck.publisher import parameters
 
 MAX_WAITING_LINES = 30
@@ -85,7 +86,7 @@ def ledger_report(dsn: str, job: str | None, amqp_url: str | None = None) -> str
         cursor.execute(_OLDEST, {"job": job})
         oldest = cursor.fetchone()
         cursor.execute("SELECT now()")
-        now = cursor.fetchone()[0]
+        now = single_row(cursor)[0]
     connection.close()
     lines = []
     if not jobs:

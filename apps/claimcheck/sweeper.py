@@ -17,19 +17,24 @@ instead of reviving it. Keys not of the :func:`claimcheck.protocol.object_key` f
 touched. docs/failure-model.md states the guarantee and its limits.
 """
 
+from __future__ import annotations
+
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from claimcheck import metrics, store, topology
 from claimcheck.config import Settings
 from claimcheck.ledger import Ledger
 from claimcheck.protocol import Barrier, now, parse_object_key
 from claimcheck.publisher import BrokerSession
+
+if TYPE_CHECKING:  # the stubs of the client boto3 builds (dev extras), for the checker only
+    from types_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +72,7 @@ class PointerQueueBarrier:
         return sent_at
 
 
-def sweep(s3: Any, ledger: Ledger, bucket: str, grace_seconds: float, barrier: SweepBarrier, prefix: str = "") -> int:
+def sweep(s3: S3Client, ledger: Ledger, bucket: str, grace_seconds: float, barrier: SweepBarrier, prefix: str = "") -> int:
     """Sweep the keys under ``prefix`` once; return how many orphans were removed."""
     passed = barrier()
     if passed is None:
@@ -93,7 +98,7 @@ def sweep(s3: Any, ledger: Ledger, bucket: str, grace_seconds: float, barrier: S
             return swept
 
 
-def _sweep_one(s3: Any, ledger: Ledger, bucket: str, job: str, object_id: str, key: str, cutoff: datetime) -> int:
+def _sweep_one(s3: S3Client, ledger: Ledger, bucket: str, job: str, object_id: str, key: str, cutoff: datetime) -> int:
     if not ledger.claim_orphan(object_id, job, bucket, key, cutoff):
         return 0
     store.delete(s3, bucket, key)

@@ -7,6 +7,7 @@ kopf takes it in the decorator.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -58,7 +59,7 @@ def _recipients(env: Mapping[str, str]) -> tuple[str, ...]:
 def _resources(env: Mapping[str, str]) -> dict[str, Any]:
     raw = env.get("CLAIMCHECK_OPERATOR_JOB_RESOURCES", "").strip()
     if not raw:
-        return json.loads(json.dumps(DEFAULT_JOB_RESOURCES))  # a copy
+        return copy.deepcopy(DEFAULT_JOB_RESOURCES)
     try:
         value = json.loads(raw)
     except ValueError:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -32,23 +34,23 @@ ROLE_VARIABLES = {
 }
 
 
-def env_of(docs: list[dict], name: str) -> dict[str, str]:
+def env_of(docs: list[dict[str, Any]], name: str) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in one(docs, "Secret", name)["data"].items()}
 
 
 @pytest.fixture(scope="module")
-def docs() -> list[dict]:
+def docs() -> list[dict[str, Any]]:
     return render(APP)
 
 
-def test_one_secret_per_role_with_exactly_its_variables(docs: list[dict]) -> None:
+def test_one_secret_per_role_with_exactly_its_variables(docs: list[dict[str, Any]]) -> None:
     secrets = {d["metadata"]["name"]: set(d["data"]) for d in find(docs, "Secret")
                if d["metadata"]["labels"].get("claimcheck.io/role")}
     assert secrets == ROLE_VARIABLES
     assert not [d for d in find(docs, "Secret") if "CLAIMCHECK_HMAC_KEYS" in d.get("data", {})]
 
 
-def test_signing_keys_are_where_they_belong(docs: list[dict]) -> None:
+def test_signing_keys_are_where_they_belong(docs: list[dict[str, Any]]) -> None:
     producer, billing, audit = (env_of(docs, f"claimcheck-{r}") for r in ("producer", "recipient-billing", "recipient-audit"))
     coordinator = env_of(docs, "claimcheck-coordinator")
     assert producer["CLAIMCHECK_POINTER_SIGNING_KEY"].startswith("ci1:")
@@ -64,12 +66,12 @@ def test_signing_keys_are_where_they_belong(docs: list[dict]) -> None:
     assert coordinator["CLAIMCHECK_HTTP_HOST"] == "0.0.0.0"
 
 
-def test_each_role_has_its_own_broker_and_s3_user(docs: list[dict]) -> None:
+def test_each_role_has_its_own_broker_and_s3_user(docs: list[dict[str, Any]]) -> None:
     users = {}
     for name in ("producer", "coordinator", "recipient-billing", "recipient-audit"):
         url = urlsplit(env_of(docs, f"claimcheck-{name}")["CLAIMCHECK_AMQP_URL"])
         assert url.hostname == "claimcheck-infra-haproxy.claimcheck.svc.cluster.local" and url.path == "/%2F"
-        users[name] = (url.username, url.password)
+        users[name] = (url.username or "", url.password or "")
     assert {u for u, _ in users.values()} == {"claimcheck-producer", "claimcheck-coordinator",
                                               "claimcheck-recipient-billing", "claimcheck-recipient-audit"}
     assert len({p for _, p in users.values()}) == 4 and all(len(p) >= 32 for _, p in users.values())
@@ -107,7 +109,7 @@ def test_the_ledger_key_is_shared_by_producers_and_coordinators_only_and_rotates
             == "l2:0123456789abcdefNEW,l1:0123456789abcdefOLD")
 
 
-def test_coordinator_deployment(docs: list[dict]) -> None:
+def test_coordinator_deployment(docs: list[dict[str, Any]]) -> None:
     deploy = one(docs, "Deployment", "claimcheck-coordinator")
     assert deploy["spec"]["replicas"] == 2
     spec = deploy["spec"]["template"]["spec"]
@@ -126,7 +128,7 @@ def test_coordinator_deployment(docs: list[dict]) -> None:
     assert one(docs, "PodDisruptionBudget", "claimcheck-coordinator")["spec"]["minAvailable"] == 1
 
 
-def test_operator_deployment(docs: list[dict]) -> None:
+def test_operator_deployment(docs: list[dict[str, Any]]) -> None:
     deploy = one(docs, "Deployment", "claimcheck-operator")
     assert deploy["spec"]["replicas"] == 1
     assert deploy["spec"]["strategy"]["type"] == "Recreate"
@@ -150,7 +152,7 @@ def test_operator_deployment(docs: list[dict]) -> None:
     assert one(docs, "ServiceAccount", "claimcheck-operator")
 
 
-def test_provisioning_is_a_pre_install_hook_with_the_admin_credentials(docs: list[dict]) -> None:
+def test_provisioning_is_a_pre_install_hook_with_the_admin_credentials(docs: list[dict[str, Any]]) -> None:
     job = one(docs, "Job", "claimcheck-provision")
     secret = one(docs, "Secret", "claimcheck-provision")
     for obj in (job, secret):
@@ -165,15 +167,16 @@ def test_provisioning_is_a_pre_install_hook_with_the_admin_credentials(docs: lis
     assert not find(render(APP, sets=("broker.provision=false",)), "Job", "claimcheck-provision")
 
 
-def _rules_file() -> list[dict]:
+def _rules_file() -> list[dict[str, Any]]:
     path = ROOT / "operator" / "rbac-rules.yaml"
     if not path.exists():
         pytest.fail("operator/rbac-rules.yaml is missing: the chart's RBAC must equal the operator's declared rules")
     doc = yaml.safe_load(path.read_text())
-    return doc["rules"] if isinstance(doc, dict) else doc
+    rules: list[dict[str, Any]] = doc["rules"] if isinstance(doc, dict) else doc
+    return rules
 
 
-def _expand(rules: list[dict]) -> set[tuple[str, str, str]]:
+def _expand(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     return {(group, resource, verb) for rule in rules for group in rule.get("apiGroups", [])
             for resource in rule.get("resources", []) for verb in rule.get("verbs", [])}
 
@@ -186,7 +189,7 @@ def test_chart_rbac_rules_are_the_operators_rules() -> None:
 
 
 @pytest.mark.parametrize("values", [None, APP / "ci" / "01-namespaced-values.yaml"], ids=["clusterwide", "namespaced"])
-def test_rendered_rbac_is_no_wider_than_the_operator_needs(values) -> None:
+def test_rendered_rbac_is_no_wider_than_the_operator_needs(values: Path | None) -> None:
     docs = render(APP, values)
     roles = find(docs, "ClusterRole") + find(docs, "Role")
     assert roles

@@ -28,7 +28,9 @@ LOCAL_S3_KEYS = ("claimcheck", "claimcheck-secret")
 
 
 def bucket_job() -> dict[str, Any]:
-    return one(render(INFRA), "Job", "claimcheck-infra-minio-bucket")["spec"]["template"]["spec"]["containers"][0]
+    job = one(render(INFRA), "Job", "claimcheck-infra-minio-bucket")
+    container: dict[str, Any] = job["spec"]["template"]["spec"]["containers"][0]
+    return container
 
 
 class Mc:
@@ -59,7 +61,8 @@ class Mc:
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     def state(self) -> dict[str, Any]:
-        return json.loads((self.root / "state.json").read_text())
+        state: dict[str, Any] = json.loads((self.root / "state.json").read_text())
+        return state
 
     def set_state(self, state: dict[str, Any]) -> None:
         (self.root / "state.json").write_text(json.dumps(state))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,18 +15,18 @@ REQUIRED_LABELS = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.
 
 
 @pytest.fixture(params=SCENARIOS, ids=scenario_id)
-def scenario_docs(request: pytest.FixtureRequest) -> list[dict]:
+def scenario_docs(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
     chart, values = request.param
     return render(chart, values)
 
 
-def test_restricted_pod_security(scenario_docs: list[dict]) -> None:
+def test_restricted_pod_security(scenario_docs: list[dict[str, Any]]) -> None:
     """The restricted Pod Security Standard: non-root, RuntimeDefault seccomp, no escalation, no capabilities."""
     problems = [p for where, spec in pod_specs(scenario_docs) for p in restricted_problems(where, spec)]
     assert not problems, "\n".join(problems)
 
 
-def test_resources_on_every_container(scenario_docs: list[dict]) -> None:
+def test_resources_on_every_container(scenario_docs: list[dict[str, Any]]) -> None:
     missing = []
     for where, spec in pod_specs(scenario_docs):
         for c in containers(spec):
@@ -36,7 +37,7 @@ def test_resources_on_every_container(scenario_docs: list[dict]) -> None:
     assert not missing, "\n".join(missing)
 
 
-def test_probes_on_every_container(scenario_docs: list[dict]) -> None:
+def test_probes_on_every_container(scenario_docs: list[dict[str, Any]]) -> None:
     missing = []
     for where, spec in pod_specs(scenario_docs):
         for c in containers(spec, init=False):
@@ -46,7 +47,7 @@ def test_probes_on_every_container(scenario_docs: list[dict]) -> None:
     assert not missing, "\n".join(missing)
 
 
-def test_standard_labels_and_stable_selectors(scenario_docs: list[dict]) -> None:
+def test_standard_labels_and_stable_selectors(scenario_docs: list[dict[str, Any]]) -> None:
     problems = []
     for d in scenario_docs:
         if d["kind"] == "CustomResourceDefinition":
@@ -72,7 +73,7 @@ def test_standard_labels_and_stable_selectors(scenario_docs: list[dict]) -> None
     assert not problems, "\n".join(problems)
 
 
-def test_services_select_pods_of_one_component(scenario_docs: list[dict]) -> None:
+def test_services_select_pods_of_one_component(scenario_docs: list[dict[str, Any]]) -> None:
     """Each Service's selector matches exactly the pod template of one workload."""
     templates = {f"{d['kind']}/{d['metadata']['name']}": d["spec"]["template"]["metadata"]["labels"]
                  for d in scenario_docs if d["kind"] in ("Deployment", "StatefulSet")}
@@ -81,7 +82,7 @@ def test_services_select_pods_of_one_component(scenario_docs: list[dict]) -> Non
         assert len(matches) == 1, f"Service {svc['metadata']['name']} selects {matches}"
 
 
-def test_workloads_roll_on_config_or_secret_change(scenario_docs: list[dict]) -> None:
+def test_workloads_roll_on_config_or_secret_change(scenario_docs: list[dict[str, Any]]) -> None:
     """Pods carry checksums of the ConfigMaps/Secrets they read, so `helm upgrade` rolls them."""
     for d in scenario_docs:
         if d["kind"] in ("Deployment", "StatefulSet"):
@@ -89,7 +90,7 @@ def test_workloads_roll_on_config_or_secret_change(scenario_docs: list[dict]) ->
             assert any(k.startswith("checksum/") for k in annotations), f"{d['kind']}/{d['metadata']['name']}"
 
 
-def _images(docs: list[dict]) -> dict[str, str]:
+def _images(docs: list[dict[str, Any]]) -> dict[str, str]:
     return {f"{where}/{c['name']}": c["image"] for where, spec in pod_specs(docs) for c in containers(spec)}
 
 
@@ -166,8 +167,8 @@ def test_changed_values_change_the_pod_template(chart: Path, sets: tuple[str, ..
     ids=["rmq-replicas", "haproxy-replicas", "coordinator-replicas", "rmq-resources", "app-tag"],
 )
 def test_upgrade_values_reach_the_workload(chart: Path, sets: tuple[str, ...], kind: str, name: str,
-                                           path: tuple, expected: object) -> None:
-    node = one(render(chart, sets=sets), kind, name)
+                                           path: tuple[str | int, ...], expected: object) -> None:
+    node: Any = one(render(chart, sets=sets), kind, name)
     for key in path:
         node = node[key]
     assert node == expected

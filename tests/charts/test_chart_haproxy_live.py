@@ -22,10 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.testkit import free_port, wait_until
+
 from .conftest import INFRA, one, render
 
-HAPROXY = shutil.which("haproxy")
-pytestmark = pytest.mark.skipif(HAPROXY is None, reason="no haproxy binary here (apt-get install haproxy)")
+HAPROXY = shutil.which("haproxy") or "haproxy"
+pytestmark = pytest.mark.skipif(shutil.which(HAPROXY) is None, reason="no haproxy binary here (apt-get install haproxy)")
 
 
 def connection_start() -> bytes:
@@ -68,12 +70,6 @@ class FakeNode:
         self.sock.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def haproxy(tmp_path: Path) -> Iterator[tuple[int, list[FakeNode], Path]]:
     rendered = render(INFRA, sets=("haproxy.checkIntervalSeconds=1",))
@@ -104,32 +100,23 @@ def haproxy(tmp_path: Path) -> Iterator[tuple[int, list[FakeNode], Path]]:
 def get(port: int, path: str) -> int:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
-            return response.status
+            return int(response.status)
     except urllib.error.HTTPError as exc:
         return exc.code
     except OSError:
         return 0
 
 
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.25)
-    return False
-
-
 def test_amqp_health_check_with_real_haproxy(haproxy: tuple[int, list[FakeNode], Path]) -> None:
     health, nodes, log = haproxy
-    assert wait_until(lambda: get(health, "/healthz") == 200, 10), "HAProxy /healthz did not answer"
+    wait_until(lambda: get(health, "/healthz") == 200, 10, "HAProxy /healthz to answer")
     # Servers start UP; the two nodes that do not speak AMQP go DOWN, the real one stays.
-    assert wait_until(lambda: "rabbitmq_amqp/rmq-1 is DOWN" in log.read_text()
-                      and "rabbitmq_amqp/rmq-2 is DOWN" in log.read_text(), 15), log.read_text()
+    wait_until(lambda: "rabbitmq_amqp/rmq-1 is DOWN" in log.read_text() and "rabbitmq_amqp/rmq-2 is DOWN" in log.read_text(),
+               15, "rmq-1 and rmq-2 marked DOWN in the HAProxy log")
     time.sleep(2.5)  # two more check intervals: rmq-0 keeps passing
     assert "rabbitmq_amqp/rmq-0 is DOWN" not in log.read_text(), log.read_text()
     assert get(health, "/readyz") == 200
     nodes[0].stop()
-    assert wait_until(lambda: get(health, "/readyz") == 503, 15), "readyz stayed 200 with no node up"
+    wait_until(lambda: get(health, "/readyz") == 503, 15, "readyz to turn 503 with no node up")
     assert "rabbitmq_amqp/rmq-0 is DOWN" in log.read_text()
     assert get(health, "/healthz") == 200

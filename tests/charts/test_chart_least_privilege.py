@@ -25,20 +25,20 @@ INFRA_ADMIN_SECRETS = {"rmq-default-user", "rmq-erlang-cookie", "claimcheck-infr
                        "claimcheck-infra-connection"}
 
 
-def operator_config(docs: list[dict]) -> OperatorConfig:
+def operator_config(docs: list[dict[str, Any]]) -> OperatorConfig:
     """The operator's configuration exactly as the chart sets it (plain env values)."""
     container = one(docs, "Deployment", "claimcheck-operator")["spec"]["template"]["spec"]["containers"][0]
     return OperatorConfig.from_env({e["name"]: e["value"] for e in container["env"] if "value" in e})
 
 
-def built_jobs(docs: list[dict]) -> list[dict[str, Any]]:
+def built_jobs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The Jobs the operator creates for a run naming every configured group."""
     config = operator_config(docs)
     spec = parse_spec({"producer": {"count": 10}, "recipients": [{"name": g, "replicas": 2} for g in config.recipients]})
     return build_all(Owner(namespace=NAMESPACE, name="demo"), spec, config)
 
 
-def all_pods(docs: list[dict]) -> list[tuple[str, dict[str, Any], dict[str, str]]]:
+def all_pods(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, str]]]:
     """(where, pod spec, pod labels) of every rendered workload and every Job the operator builds."""
     pods = [(w, s, next(d for d in docs if f"{d['kind']}/{d['metadata']['name']}" == w)["spec"]["template"]["metadata"]
              .get("labels", {})) for w, s in pod_specs(docs)]

@@ -52,8 +52,11 @@ def server() -> Iterator[dict[str, str]]:
         os.chown(root, NOBODY, NOBODY)
         os.chown(sock, NOBODY, NOBODY)
     env = {**os.environ, "PGHOST": str(sock), "PGPORT": "5432"}
-    run = lambda cmd: subprocess.run(_as_postgres_user(cmd), env=env, capture_output=True, text=True,  # noqa: E731
-                                     timeout=120, check=True, cwd=root)
+
+    def run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(_as_postgres_user(cmd), env=env, capture_output=True, text=True, timeout=120, check=True,
+                              cwd=root)
+
     run([str(pg / "initdb"), "-D", str(data), "-U", OWNER, "--auth=trust"])
     run([str(pg / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"), "-o",
          f"-c listen_addresses='' -k {sock} -p 5432", "start"])

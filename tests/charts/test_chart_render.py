@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import kubernetes_validate
@@ -53,13 +54,14 @@ def test_kubernetes_validate_rejects_a_misspelled_field() -> None:
         kubernetes_validate.validate(broken, KUBE_VERSION, strict=True)
 
 
-def _crd_schema() -> dict:
+def _crd_schema() -> dict[str, Any]:
     crd_path = APP / "crds" / "claimcheckjobs.yaml"
     if not crd_path.exists():
         pytest.fail("charts/claimcheck/crds/claimcheckjobs.yaml is missing")
     crd = yaml.safe_load(crd_path.read_text())
     version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1")
-    return version["schema"]["openAPIV3Schema"]
+    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+    return schema
 
 
 def test_crd_is_rendered_with_the_app_chart() -> None:
@@ -119,7 +121,7 @@ def test_values_schema_forbids_unknown_keys_everywhere(chart: Path) -> None:
     schema = json.loads((chart / "values.schema.json").read_text())
     loose = []
 
-    def walk(node: dict, path: str) -> None:
+    def walk(node: dict[str, Any], path: str) -> None:
         if isinstance(node, dict) and "properties" in node:
             if node.get("additionalProperties") is not False:
                 loose.append(path or "<root>")

@@ -6,6 +6,7 @@ import base64
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -25,11 +26,11 @@ WEAK = {"guest", "admin", "password", "secret", "changeme", "minioadmin", "postg
         "claimcheck-secret", "rabbitmq"}
 
 
-def decoded(secret: dict) -> dict[str, str]:
+def decoded(secret: dict[str, Any]) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()} | dict(secret.get("stringData", {}))
 
 
-def credentials(docs: list[dict]) -> dict[str, str]:
+def credentials(docs: list[dict[str, Any]]) -> dict[str, str]:
     out = {}
     for name, keys in CREDENTIALS.items():
         data = decoded(one(docs, "Secret", name))
@@ -109,7 +110,7 @@ def test_credential_secrets_survive_uninstall() -> None:
         assert one(render(INFRA), "Secret", name)["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
 
-def _template_against(fake: FakeKube, tmp_path: Path, chart: Path, release: str, *args: str) -> subprocess.CompletedProcess:
+def _template_against(fake: FakeKube, tmp_path: Path, chart: Path, release: str, *args: str) -> subprocess.CompletedProcess[str]:
     kubeconfig = fake.kubeconfig(tmp_path / "kubeconfig.json")
     keys = ["-f", str(APP_TEST_VALUES)] if chart == APP and "--no-test-keys" not in args else []
     args = tuple(a for a in args if a != "--no-test-keys")
@@ -118,7 +119,7 @@ def _template_against(fake: FakeKube, tmp_path: Path, chart: Path, release: str,
                           capture_output=True, text=True, timeout=120)
 
 
-def _docs(result: subprocess.CompletedProcess) -> list[dict]:
+def _docs(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
     assert result.returncode == 0, result.stderr
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 

@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -25,7 +26,7 @@ SHUTDOWN_MARGIN = 30  # seconds the broker keeps for itself after the hook (the 
 INFRA_SETS = [s for s in SCENARIOS if s[0] == INFRA] + [(INFRA, ROOT / "scripts" / "kind-infra-values.yaml")]
 
 
-def prestop_timeouts(docs: list[dict]) -> tuple[list[int], int]:
+def prestop_timeouts(docs: list[dict[str, Any]]) -> tuple[list[int], int]:
     sts = next(d for d in docs if d["kind"] == "StatefulSet"
                and d["spec"]["template"]["spec"]["containers"][0]["name"] == "rabbitmq")
     spec = sts["spec"]["template"]["spec"]
@@ -73,18 +74,18 @@ def _template(fake: FakeKube, tmp_path: Path, *args: str, keys: bool = True) -> 
                           capture_output=True, text=True, timeout=120)
 
 
-def _docs(result: subprocess.CompletedProcess[str]) -> list[dict]:
+def _docs(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
     assert result.returncode == 0, result.stderr
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
-def _checksums(docs: list[dict]) -> dict[str, str]:
+def _checksums(docs: list[dict[str, Any]]) -> dict[str, str]:
     deployments = [d for d in docs if d["kind"] == "Deployment"]
     return {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]["checksum/secret"]
             for d in deployments if "checksum/secret" in d["spec"]["template"]["metadata"].get("annotations", {})}
 
 
-def _settings_hash(secret: dict) -> str:
+def _settings_hash(secret: dict[str, Any]) -> str:
     """What the chart hashes: the role's settings as JSON (Go's toJson: sorted keys, no spaces)."""
     data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

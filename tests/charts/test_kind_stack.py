@@ -9,13 +9,14 @@ import importlib
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from .conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
-kind_stack = importlib.import_module("kind_stack")
+kind_stack: Any = importlib.import_module("kind_stack")  # scripts/ is not a package: loaded by path
 
 
 def test_make_kind_up_and_down_run_the_shared_module() -> None:
@@ -80,19 +81,19 @@ def test_kind_up_passes_pointer_keys_only_on_the_first_install() -> None:
             self.installed = installed
             self.settings = kind_stack.Settings.from_env({"KIND_CLUSTER_NAME": "keys-test"})
 
-        def kubectl(self, *args: str, check: bool = True) -> kind_stack.Result:
+        def kubectl(self, *args: str, check: bool = True) -> Any:
             calls.append(args)
             return kind_stack.Result(0 if self.installed else 1, "", "")
 
     (kind_stack.TOOLS / "kind" / "keys-test").mkdir(parents=True, exist_ok=True)
-    with kind_stack.Stack.pointer_keys_values(Probe(installed=True)) as args:  # type: ignore[arg-type]
+    with kind_stack.Stack.pointer_keys_values(Probe(installed=True)) as args:
         assert args == []
     assert calls[-1][:3] == ("get", "secret", "claimcheck-producer")
     original = kind_stack.generate_pointer_keys
     kind_stack.generate_pointer_keys = lambda: ("CLAIMCHECK_POINTER_SIGNING_KEY=k1:" + "A" * 43 + "=\n"
                                                 "CLAIMCHECK_POINTER_VERIFY_KEYS=k1:" + "B" * 43 + "=\n")
     try:
-        with kind_stack.Stack.pointer_keys_values(Probe(installed=False)) as args:  # type: ignore[arg-type]
+        with kind_stack.Stack.pointer_keys_values(Probe(installed=False)) as args:
             assert args[0] == "-f"
             path = Path(args[1])
             assert oct(path.stat().st_mode & 0o777) == "0o600"

@@ -32,7 +32,7 @@ from tests.testkit import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
-kind_stack = importlib.import_module("kind_stack")
+kind_stack: Any = importlib.import_module("kind_stack")  # scripts/ is not a package: loaded by path
 
 SETTINGS = kind_stack.Settings.from_env()
 NAMESPACE = SETTINGS.namespace

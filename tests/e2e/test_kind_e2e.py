@@ -79,7 +79,7 @@ def running_mid_run(name: str, count: int) -> dict[str, Any]:
             return status
         return status if status.get("phase") == "Running" and (status.get("published") or 0) > 0 else None
 
-    status = wait_for(probe, f"{name} to be running with published messages", 600, interval=1)
+    status: dict[str, Any] = wait_for(probe, f"{name} to be running with published messages", 600, interval=1)
     assert status["phase"] == "Running", f"{name} was already {status['phase']} before the disruption: {status}"
     assert_mid_run(name, count)
     return status

@@ -70,8 +70,9 @@ def apply(tmp_path: Path, spec_change: dict[str, Any]) -> str:
 
 
 def test_unconfigured_group_and_foreign_image_are_refused(cluster: Any, tmp_path: Path) -> None:
-    for change, reason in [({"recipients": [{"name": "payroll"}]}, "RecipientNotConfigured"),
-                           ({"image": "docker.io/library/python:3.12"}, "ImageNotAllowed")]:
+    refusals: list[tuple[dict[str, Any], str]] = [({"recipients": [{"name": "payroll"}]}, "RecipientNotConfigured"),
+                                                  ({"image": "docker.io/library/python:3.12"}, "ImageNotAllowed")]
+    for change, reason in refusals:
         name = apply(tmp_path, change)
         status = wait_for(lambda name=name: (s := ccj_status(name)).get("phase") == "Failed" and s, f"{name} refused", 120)
         failed = next(c for c in status["conditions"] if c["type"] == "Failed")

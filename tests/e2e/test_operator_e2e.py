@@ -39,7 +39,7 @@ def final(name: str) -> dict[str, Any] | None:
 
 
 def run_jobs(name: str) -> str:
-    return kubectl("get", "jobs", "-l", f"claimcheck.io/job={name}", "-o", "name").stdout.strip()
+    return str(kubectl("get", "jobs", "-l", f"claimcheck.io/job={name}", "-o", "name").stdout).strip()
 
 
 def test_run_succeeds_with_counts_columns_and_immutable_spec(cluster: str, tmp_path: Path) -> None:

@@ -70,12 +70,12 @@ class DeadLetters:
             topology.declare(channel)
             while True:
                 method, properties, body = channel.basic_get(topology.DEAD_LETTER_QUEUE, auto_ack=True)
-                if method is None:
-                    return
-                headers = dict(properties.headers or {})
-                self.seen[properties.message_id] = (headers, body)
+                if method is None or properties is None or body is None:
+                    return  # the queue is empty
+                headers, message_id = dict(properties.headers or {}), str(properties.message_id)
+                self.seen[message_id] = (headers, body)
                 source = str(headers.get(topology.SOURCE_HEADER, ""))
-                self.reasons[(properties.message_id, source)] = str(headers.get(topology.REASON_HEADER, ""))
+                self.reasons[(message_id, source)] = str(headers.get(topology.REASON_HEADER, ""))
         finally:
             connection.close()
 

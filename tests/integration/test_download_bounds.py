@@ -24,8 +24,7 @@ import pytest
 
 from claimcheck import store
 from claimcheck.config import Settings
-from claimcheck.producer import object_key
-from claimcheck.protocol import Pointer, make_pointer
+from claimcheck.protocol import Pointer, make_pointer, object_key
 
 MiB = 1024 * 1024
 KiB = 1024
@@ -39,7 +38,7 @@ class CountingBody:
         self._counter = counter
 
     def read(self, amt: int | None = None) -> bytes:
-        data = self._body.read(amt)
+        data: bytes = self._body.read(amt)
         self._counter.bytes_read += len(data)
         return data
 
@@ -265,11 +264,11 @@ def spooled(monkeypatch: pytest.MonkeyPatch) -> list[int]:
             sizes.append(0)
 
         def write(self, data: Any) -> int:
-            written = super().write(data)
+            written: int = super().write(data)
             sizes[self._index] = max(sizes[self._index], self.tell())
             return written
 
-    monkeypatch.setattr(store.tempfile, "SpooledTemporaryFile", Recording)
+    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", Recording)  # the module store spools with
     return sizes
 
 

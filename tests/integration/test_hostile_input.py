@@ -4,6 +4,7 @@ lost. Hypothesis chooses the bodies and the header values (any AMQP type, any by
 known exploits run as fixed cases.
 """
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -187,7 +188,7 @@ def test_pointers_bound_to_another_object_or_bucket_are_dead_lettered_by_consume
         broker.publish(topology.POINTER_EXCHANGE, topology.COORDINATOR_ROUTING_KEY, body, message_id=message_id,
                        headers={"CC": [recipient], **keyring.sign(body)})
 
-        found = wait_until(lambda mid=message_id: parked_by_both(dead_letters, mid, recipient), 30,
+        found = wait_until(functools.partial(parked_by_both, dead_letters, message_id, recipient), 30,
                            f"the {tag} pointer dead-lettered by the consumer and the coordinator")
         assert all(reason.startswith(expected) for reason in found.values()), found
     assert ledger.job_progress(other.job).published == 0

@@ -1,6 +1,7 @@
 """Duplicates, reordering, foreign recipients and bad payloads, at the protocol level: pointers
 and ACKs are published by hand, the coordinator and consumers are the real ones."""
 
+import functools
 import gzip
 import random
 from collections.abc import Callable
@@ -105,8 +106,8 @@ def test_out_of_order_interleaving_of_many_objects(
     pointers = [stored(names, size=2_000, job=job) for _ in range(12)]
     messages: list[Callable[[], None]] = []
     for pointer in pointers:
-        messages += [lambda p=pointer: publish_pointer(broker, p)] * 2
-        messages += [lambda p=pointer, n=name: publish_ack(broker, ack_for(p, n)) for name in names]
+        messages += [functools.partial(publish_pointer, broker, pointer)] * 2
+        messages += [functools.partial(publish_ack, broker, ack_for(pointer, name)) for name in names]
     random.Random(7).shuffle(messages)
     for send in messages:
         send()

@@ -9,6 +9,7 @@ producer runs in this process and serves its metrics the way ``claimcheck produc
 does. Their ports are handed to Prometheus as a file_sd file.
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -145,13 +146,15 @@ def observed_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObservedR
         targets.with_suffix(".tmp").rename(targets)  # Prometheus must never read half a file
 
         def ready(port: int) -> bool:
+            """Whether the component on ``port`` is ready; fails at once if any component exited."""
             try:
-                return get_json(f"http://127.0.0.1:{port}/readyz").get("status") == "ready"
+                answered = get_json(f"http://127.0.0.1:{port}/readyz").get("status") == "ready"
             except OSError:
-                return False
+                answered = False
+            return bool(answered) or _died(processes, logs)
 
         for name, port in [("coordinator", coordinator_port), *((f"consumer-{r}", p) for r, p in consumer_ports.items())]:
-            wait_until(lambda port=port: ready(port) or _died(processes, logs), 90, f"{name} ready on port {port}")
+            wait_until(functools.partial(ready, port), 90, f"{name} ready on port {port}")
 
         before = scrape(producer_port)
         job = producing.new_job_id()

@@ -15,6 +15,9 @@ from tests.testkit import wait_until as wait_until
 
 PROMETHEUS_URL = "http://127.0.0.1:39090"
 
+# (metric name, sorted label pairs) -> value, as one scrape of a /metrics endpoint reads.
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
 
 @dataclass
 class ObservedRun:
@@ -28,7 +31,7 @@ class ObservedRun:
     consumer_ports: dict[str, int]
     logs: dict[str, Path]
     object_ids: list[str]
-    producer_before: dict = field(default_factory=dict)  # producer samples before the run (shared process registry)
+    producer_before: Samples = field(default_factory=dict)  # producer samples before the run (shared process registry)
 
 
 def get_json(url: str, timeout: float = 5.0) -> Any:
@@ -36,7 +39,7 @@ def get_json(url: str, timeout: float = 5.0) -> Any:
         return json.loads(response.read())
 
 
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def scrape(port: int) -> Samples:
     """One /metrics read: {(sample name, sorted labels): value}."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
@@ -47,7 +50,7 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return samples
 
 
-def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+def value(samples: Samples, name: str, **labels: str) -> float:
     """Sum of the samples named ``name`` whose labels include ``labels``."""
     return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
 

@@ -1,6 +1,7 @@
 """Every PromQL expression of the dashboard parses and returns data from the local Prometheus
 after a real run through the local stack."""
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "charts" / "claimcheck" / "das
 
 def expressions() -> list[tuple[str, str]]:
     document = json.loads(DASHBOARD.read_text())
-    found = []
+    found: list[tuple[str, str]] = []
 
     def walk(panels: list[dict[str, Any]]) -> None:
         for panel in panels:
@@ -41,7 +42,7 @@ def scraped(observed_run: ObservedRun) -> ObservedRun:
 
     wait_until(final_deletes_scraped, 60, "Prometheus to scrape the run's coordinator", poll=0.5)
     for port in [observed_run.producer_port, *observed_run.consumer_ports.values()]:
-        wait_until(lambda port=port: prom_query(f'up{{instance="127.0.0.1:{port}"}} == 1')["result"], 60,
+        wait_until(functools.partial(_scraped, port), 60,
                    f"Prometheus to scrape 127.0.0.1:{port}", poll=0.5)
     return observed_run
 
@@ -49,3 +50,7 @@ def scraped(observed_run: ObservedRun) -> ObservedRun:
 @pytest.mark.parametrize(("title", "expr"), expressions(), ids=[f"{t}:{e[:60]}" for t, e in expressions()])
 def test_dashboard_expression_returns_data(scraped: ObservedRun, title: str, expr: str) -> None:
     wait_until(lambda: prom_query(expr)["result"], 30, f"data for {expr!r} (panel {title!r})", poll=1.0)
+
+
+def _scraped(port: int) -> bool:
+    return bool(prom_query(f'up{{instance="127.0.0.1:{port}"}} == 1')["result"])

@@ -39,7 +39,7 @@ T = TypeVar("T")
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.05) -> T:
     """``testkit.wait_until`` with what is awaited named first, as these tests read best."""
-    return wait_until(probe, timeout, what, poll=interval)  # type: ignore[no-any-return]
+    return wait_until(probe, timeout, what, poll=interval)
 
 
 class ApiServerLikeEmulator(kmock.KubernetesEmulator):

@@ -63,7 +63,7 @@ def _map_keys(validator: Any, keys: list[str], instance: Any, schema: Any) -> It
         seen.add(key)
 
 
-Validator = jsonschema.validators.extend(jsonschema.Draft7Validator, {"x-map-keys": _map_keys})
+Validator = jsonschema.validators.extend(jsonschema.Draft7Validator, {"x-map-keys": _map_keys})  # type: ignore[no-untyped-call]
 
 
 def validator() -> Any:

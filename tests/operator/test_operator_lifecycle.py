@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -217,9 +218,8 @@ def test_progress_keeps_a_run_alive(
         began = time.monotonic()
         for step in range(1, 6):
             coordinator.set(JOB_ID, published=step, acked={"billing": step, "audit": step}, deleted=step)
-            wait_for(f"count {step}", lambda step=step: cluster.status(NAMESPACE, "run1").get("deleted") == step)
-            deadline = time.monotonic() + 0.7
-            wait_for("0.7 s to pass", lambda deadline=deadline: time.monotonic() >= deadline)
+            wait_for(f"count {step}", functools.partial(_deleted_is, cluster, step))
+            wait_for("0.7 s to pass", functools.partial(_passed, time.monotonic() + 0.7))
         assert time.monotonic() - began > 3
         assert cluster.status(NAMESPACE, "run1")["phase"] == "Running"
 
@@ -478,3 +478,11 @@ def test_an_idle_run_writes_no_status(
         wait_for("the change to be written", lambda: cluster.status(NAMESPACE, "run1").get("published") == 3)
         assert status_patches() == patches + 1
         assert len(cluster.events(NAMESPACE)) == events  # counts moved, nothing flipped: no Event
+
+
+def _deleted_is(cluster: FakeCluster, count: int) -> bool:
+    return bool(cluster.status(NAMESPACE, "run1").get("deleted") == count)
+
+
+def _passed(deadline: float) -> bool:
+    return time.monotonic() >= deadline

@@ -1,8 +1,8 @@
 """``Delivery.delivery_count`` is total: a forged ``x-delivery-count`` header of any type reads as 0."""
 
-from types import SimpleNamespace
 from typing import Any
 
+import pika
 import pytest
 
 from claimcheck.amqp_loop import Delivery
@@ -10,7 +10,7 @@ from claimcheck.amqp_loop import Delivery
 
 def delivery(headers: Any) -> Delivery:
     return Delivery(channel=None, queue="q", delivery_tag=1, redelivered=True,  # type: ignore[arg-type]
-                    properties=SimpleNamespace(headers=headers), body=b"")
+                    properties=pika.BasicProperties(headers=headers), body=b"")
 
 
 @pytest.mark.parametrize(

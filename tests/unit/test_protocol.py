@@ -1,4 +1,5 @@
 import json
+from typing import Any
 
 import pytest
 
@@ -7,8 +8,8 @@ from claimcheck.protocol import Ack, InvalidMessage, Pointer, decode, make_point
 SHA = "a" * 64
 
 
-def pointer(**overrides: object) -> Pointer:
-    fields: dict[str, object] = dict(
+def pointer(**overrides: Any) -> Pointer:
+    fields: dict[str, Any] = dict(
         object_id="0" * 32, job="job-1", bucket="claimcheck", key="job-1/" + "0" * 32 + ".json.gz", payload_size=10,
         payload_sha256=SHA, object_size=5, object_sha256="b" * 64, recipients=["billing", "audit"],
     )
