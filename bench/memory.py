@@ -6,6 +6,7 @@ that verifies both; each process's peak RSS is ``ru_maxrss`` from ``os.wait4`` w
 No coordinator runs in this vhost; the benchmark removes the objects itself.
 """
 
+import contextlib
 import time
 from typing import Any
 
@@ -35,10 +36,8 @@ class Memory:
 
     def _purge(self) -> None:
         for queue in ("claimcheck.coordinator.pointers", ACK_QUEUE, f"claimcheck.pointers.{self.recipient}"):
-            try:
+            with contextlib.suppress(OSError):
                 mgmt("DELETE", f"/api/queues/{quote(self.vhost)}/{quote(queue)}/contents")
-            except OSError:
-                pass
 
     def measure(self, size: int, count: int = 2) -> dict[str, Any]:
         self._seq += 1

@@ -8,12 +8,12 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
-from matplotlib.patches import Rectangle  # noqa: E402
+import matplotlib.pyplot as plt  # after choosing the backend
+from matplotlib.patches import Rectangle
 
-from bench import results  # noqa: E402
-from bench.results import COMPONENTS, MiB  # noqa: E402
-from bench.stats import size_label, summary  # noqa: E402
+from bench import results
+from bench.results import COMPONENTS, MiB
+from bench.stats import size_label, summary
 
 COLORS = {"producer": "#1f77b4", "consumers": "#ff7f0e", "coordinator": "#2ca02c", "rabbitmq": "#d62728",
           "postgresql": "#9467bd", "seaweedfs": "#8c564b"}

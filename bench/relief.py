@@ -9,6 +9,7 @@ storage (``/proc/<pid>/io`` write_bytes, and the nodes' ``rabbitmq_io_write_byte
 the growth of the nodes' resident memory (sampled every 0.1 s). Queues are deleted between runs.
 """
 
+import contextlib
 import json
 import logging
 import re
@@ -34,10 +35,8 @@ class Relief:
 
     def _delete_queues(self, names: list[str]) -> None:
         for name in names:
-            try:
+            with contextlib.suppress(OSError):  # not declared yet
                 mgmt("DELETE", f"/api/queues/{quote(self.vhost)}/{quote(name)}")
-            except OSError:
-                pass  # not declared yet
 
     def _pointer_queues(self) -> list[str]:
         return ["claimcheck.coordinator.pointers"] + [f"claimcheck.pointers.{name}" for name in self.recipients]

@@ -1,5 +1,6 @@
 """The five measurements of issue 7, and the profile, as functions of a configuration."""
 
+import contextlib
 import logging
 import os
 import platform
@@ -285,11 +286,9 @@ def _first_line(args: list[str]) -> str:
 
 def machine() -> dict[str, Any]:
     cpu = "unknown"
-    try:
+    with contextlib.suppress(OSError, StopIteration):
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     mem_total = next((int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
                       if line.startswith("MemTotal")), 0)
     versions = {}

@@ -16,6 +16,8 @@ import pika
 import psycopg2
 import psycopg2.errors
 import pytest
+from prometheus_client import REGISTRY
+from psycopg2 import extensions as pg
 
 from claimcheck import store, topology
 from claimcheck.config import Settings
@@ -49,6 +51,11 @@ def wait_until(
             detail = f"last error {last_error!r}" if last_error else f"last value {value!r}"
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; {detail}")
         time.sleep(poll)
+
+
+def counted(name: str, **labels: str) -> float:
+    """A counter's current value in this process's metrics registry (0 before its first increment)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def free_port() -> int:
@@ -142,7 +149,7 @@ def temporary_database(dsn: str) -> Iterator[str]:
         admin.close()
 
 
-def drop_database(admin: Any, name: str) -> None:
+def drop_database(admin: pg.connection, name: str) -> None:
     """Drop ``name``, ending its sessions; retried while an autovacuum worker (a superuser's
     session, which a non-superuser may not end) is still busy in it."""
 

@@ -215,5 +215,5 @@ class ConsumerLoop:
         if connection is not None and connection.is_open:
             try:
                 connection.close()
-            except Exception:  # noqa: BLE001 - a dying connection may fail any way
+            except Exception:  # a dying connection may fail any way
                 log.debug("closing a broken connection failed", exc_info=True)

@@ -142,7 +142,7 @@ class RecipientConsumer:
         except InvalidMessage as exc:
             self._reject(delivery, exc.category, exc.reason)
             return
-        except Exception as exc:  # noqa: BLE001 - whatever a message does, it is set aside alone
+        except Exception as exc:  # whatever a message does, it is set aside alone
             log.exception("judging a pointer failed")
             self._reject(delivery, "internal", brief(repr(exc), 300))
             return
@@ -168,7 +168,7 @@ class RecipientConsumer:
             self._publish_ack(pointer)
         except BrokerRefused:
             raise  # not a passing failure: the replica stops with the broker's reason (see _settle)
-        except Exception as exc:  # noqa: BLE001 - the publisher already retried; the pointer goes back
+        except Exception as exc:  # the publisher already retried; the pointer goes back
             raise AckNotPublished(f"business ACK for object {pointer.object_id} not confirmed: {exc}") from exc
 
     def _explain_missing(self, pointer: Pointer, missing: store.ObjectMissing) -> NoReturn:
@@ -198,7 +198,7 @@ class RecipientConsumer:
             self._settle(delivery, pointer, done.exception())
         except DependencyDown:
             raise
-        except Exception as exc:  # noqa: BLE001 - a pointer that cannot be settled is set aside alone
+        except Exception as exc:  # a pointer that cannot be settled is set aside alone
             if not isinstance(exc, (*RETRYABLE, BrokerRefused)):
                 log.exception("settling object %s failed", pointer.object_id)
                 self._reject(delivery, "internal", brief(repr(exc), 300))

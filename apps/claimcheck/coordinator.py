@@ -115,7 +115,7 @@ class Coordinator:
         except InvalidMessage as exc:
             self._reject(delivery, exc.category, exc.reason)
             return
-        except Exception as exc:  # noqa: BLE001 - whatever a message does, it is set aside alone
+        except Exception as exc:  # whatever a message does, it is set aside alone
             log.exception("judging a message from %s failed", delivery.queue)
             self._reject(delivery, "internal", brief(repr(exc), 300))
             return
@@ -170,7 +170,7 @@ class Coordinator:
             return list(self._apply(messages))
         except DependencyDown:
             raise
-        except Exception:  # noqa: BLE001 - found below, message by message
+        except Exception:  # found below, message by message
             log.exception("applying a batch of %d messages failed; applying them one by one", len(messages))
         outcomes: list[Applied | Exception] = []
         for message in messages:

@@ -75,13 +75,13 @@ def serve(port: int, routes: list[Route], host: str = "0.0.0.0") -> ThreadingHTT
     class Handler(BaseHTTPRequestHandler):
         timeout = SOCKET_TIMEOUT_SECONDS  # a client that stops sending or reading loses its connection
 
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:
             if self.path.split("?", 1)[0] == "/metrics":
                 self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
                 return
             self._route("GET")
 
-        def do_DELETE(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_DELETE(self) -> None:
             self._route("DELETE")
 
         def _route(self, method: str) -> None:
@@ -91,7 +91,7 @@ def serve(port: int, routes: list[Route], host: str = "0.0.0.0") -> ThreadingHTT
                 if match and route_method == method:
                     try:
                         status, document = handler(Request(match, self.headers))
-                    except Exception as exc:  # noqa: BLE001 - report, keep serving
+                    except Exception as exc:  # report, keep serving
                         log.exception("HTTP handler for %s failed", path)
                         status, document = 503, {"error": str(exc)}
                     self._send(status, json.dumps(document).encode(), "application/json")

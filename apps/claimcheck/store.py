@@ -159,7 +159,7 @@ def download_verified(s3: Any, pointer: Pointer) -> IO[bytes]:
     object_hash, payload_hash = hashlib.sha256(), hashlib.sha256()
     object_size = 0
     decompressor = isal_zlib.decompressobj(31)  # same API as zlib's, ~2x faster
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - returned; the caller closes it
     body = None
     try:
         body = _open_object(s3, pointer)

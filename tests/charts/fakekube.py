@@ -90,7 +90,7 @@ class FakeKube:
                 self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                  "reason": "NotFound", "code": 404, "message": f"{self.path} not found"})
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0].rstrip("/")
                 fake.requests.append(self.path)
                 if path == "/version":

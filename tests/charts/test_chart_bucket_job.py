@@ -16,9 +16,13 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:
+    from types_boto3_s3 import S3Client
 
 from .conftest import INFRA, one, render
 
@@ -249,9 +253,9 @@ def test_bucket_is_created_once_on_the_local_s3_server(tmp_path: Path) -> None:
             s3.delete_bucket(Bucket=bucket)
 
 
-def _exists(s3: Any, bucket: str) -> bool:
+def _exists(s3: S3Client, bucket: str) -> bool:
     try:
         s3.head_bucket(Bucket=bucket)
         return True
-    except Exception:
+    except ClientError:  # 404: the script failed before creating it
         return False

@@ -53,7 +53,7 @@ def test_standard_labels_and_stable_selectors(scenario_docs: list[dict[str, Any]
         if d["kind"] == "CustomResourceDefinition":
             continue
         labels = d["metadata"].get("labels", {})
-        if not REQUIRED_LABELS <= set(labels):
+        if not set(labels) >= REQUIRED_LABELS:
             problems.append(f"{d['kind']}/{d['metadata']['name']}: labels {sorted(REQUIRED_LABELS - set(labels))}")
         selector = None
         if d["kind"] in ("Deployment", "StatefulSet"):

@@ -7,6 +7,7 @@ or with signals (our own components). Nothing here sleeps to hide a race: every 
 condition until a deadline (:func:`wait_until`).
 """
 
+import contextlib
 import json
 import os
 import re
@@ -234,10 +235,8 @@ class Component:
         if self.popen is None:
             return None
         if self.popen.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             try:
                 self.popen.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg2
 
-from claimcheck import metrics, store, topology
+from claimcheck import store, topology
 from claimcheck.config import Settings
 from claimcheck.consumer import RecipientConsumer
 from claimcheck.coordinator import HTTP_LEDGER_CONNECTIONS, Coordinator
@@ -24,7 +24,7 @@ from claimcheck.producer import publish_pointer
 from claimcheck.protocol import Pointer, object_key
 from claimcheck.publisher import BrokerSession
 from tests.integration.integration_helpers import DeadLetters, LocalKeys, Running, ack_for, free_port, unique, wait_until
-from tests.testkit import reachable, temporary_database, temporary_vhost
+from tests.testkit import counted, reachable, temporary_database, temporary_vhost
 
 
 def readiness(coordinator: Coordinator) -> str | None:
@@ -58,7 +58,8 @@ def test_the_deleter_survives_any_error_and_reports_it_until_it_recovers(setting
                 object_id, job, settings.s3_bucket, key, "a" * 64)
         # A failure no earlier deleter caught (not a lost connection): the table it records into is gone.
         execute(dsn, "ALTER TABLE deletions RENAME TO deletions_away")
-        errors_before = metrics.DELETER_ERRORS._value.get()
+        errors = "claimcheck_coordinator_deleter_errors_total"
+        errors_before = counted(errors)
         stop = threading.Event()
         deleter = threading.Thread(target=coordinator._delete_loop, args=(stop,), daemon=True)  # noqa: SLF001
         coordinator._deleter = deleter  # noqa: SLF001 - what run() does
@@ -67,7 +68,7 @@ def test_the_deleter_survives_any_error_and_reports_it_until_it_recovers(setting
             reason = wait_until(lambda: (r := readiness(coordinator)) and r.startswith("deletions failing") and r, 30,
                                 "/readyz to report the failing deleter")
             assert "deletions" in reason
-            wait_until(lambda: metrics.DELETER_ERRORS._value.get() >= errors_before + 2, 30, "the failure retried")
+            wait_until(lambda: counted(errors) >= errors_before + 2, 30, "the failure retried")
             assert deleter.is_alive(), "the deleter thread died"
 
             execute(dsn, "ALTER TABLE deletions_away RENAME TO deletions")
@@ -203,13 +204,15 @@ def test_a_pointer_redelivered_after_its_object_was_deleted_is_settled_quietly(
         pointer = stored([billing])
         publish_pointer(broker, keyring.pointer, pointer)
         wait_until(lambda: ledger.job_progress(pointer.job).deleted == 1, 30, "the object confirmed and deleted")
-        settled = metrics.CONSUMED.labels(billing, "already_settled")
-        before = settled._value.get()
+        def settled() -> float:
+            return counted("claimcheck_consumer_messages_total", recipient=billing, result="already_settled")
+
+        before = settled()
         # What a lost delivery-ack causes: the same pointer delivered to billing again.
         body = pointer.encode()
         broker.publish(topology.POINTER_EXCHANGE, billing, body, message_id=f"again-{pointer.object_id}",
                        headers=keyring.sign(body))
-        wait_until(lambda: settled._value.get() == before + 1, 30, "the redelivered pointer settled quietly")
+        wait_until(lambda: settled() == before + 1, 30, "the redelivered pointer settled quietly")
         dead_letters.drain()
         assert f"again-{pointer.object_id}" not in dead_letters.seen
         assert consumer.stats.dead_lettered == 0

@@ -20,9 +20,8 @@ from hypothesis import strategies as st
 
 from claimcheck.config import Settings
 from claimcheck.ledger import Applied, Ledger, Outcome
-from claimcheck.migrate import migrate
 from claimcheck.protocol import Ack, Pointer, make_pointer, now
-from tests.testkit import drop_database
+from tests.testkit import temporary_database
 
 POOL = ["r0", "r1", "r2", "r3", "r4"]
 SHA = "c" * 64
@@ -63,18 +62,10 @@ def expected_due(recipients: list[str], events: list[Event]) -> bool:
 
 @pytest.fixture(scope="module")
 def dsn(settings: Settings) -> Iterator[str]:
-    """A database of its own, so no running coordinator deletes what these tests inspect."""
-    name = "claimcheck_properties"
-    admin = psycopg2.connect(settings.database_url)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {name}")
-        cursor.execute(f"CREATE DATABASE {name}")
-    url = settings.database_url.rsplit("/", 1)[0] + f"/{name}"
-    migrate(url)
-    yield url
-    drop_database(admin, name)
-    admin.close()
+    """A database of its own (and of this run: test sessions may overlap on one stack), so no
+    running coordinator deletes what these tests inspect."""
+    with temporary_database(settings.database_url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from claimcheck import metrics, topology
+from claimcheck import topology
 from claimcheck.config import Settings
 from claimcheck.coordinator import Coordinator
 from claimcheck.ledger import Ledger
@@ -15,7 +15,7 @@ from claimcheck.publisher import BrokerSession
 from claimcheck.signing import new_pointer_key, pointer_signer
 from claimcheck.sweeper import PointerQueueBarrier, sweep
 from tests.integration.integration_helpers import DeadLetters, LocalKeys, Running, ack_for, unique, wait_until
-from tests.testkit import temporary_vhost
+from tests.testkit import counted, temporary_vhost
 
 Query = Callable[..., list[tuple[Any, ...]]]
 EVIL = pointer_signer(new_pointer_key("evil")[0])
@@ -159,8 +159,8 @@ def test_sweep_is_postponed_when_no_coordinator_applies_its_barrier(
     orphan = stored(["billing"])  # uploaded without an intent, never published: an orphan
     with temporary_vhost(settings.amqp_url) as url:
         nobody_consumes = PointerQueueBarrier(settings.model_copy(update={"amqp_url": url}), ledger, timeout=1)
-        before = metrics.SWEEPS_POSTPONED._value.get()
+        before = counted("claimcheck_coordinator_sweeps_postponed_total")
         assert sweep(s3, ledger, settings.s3_bucket, grace_seconds=0, barrier=nobody_consumes,
                      prefix=f"{orphan.job}/") == 0
     assert object_exists(orphan)
-    assert metrics.SWEEPS_POSTPONED._value.get() == before + 1
+    assert counted("claimcheck_coordinator_sweeps_postponed_total") == before + 1

@@ -222,7 +222,7 @@ class CoordinatorStandIn:
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 stand_in.get_count += 1
                 job = self.path.removeprefix("/jobs/")
                 if not self.path.startswith("/jobs/") or job not in stand_in.jobs:
@@ -230,7 +230,7 @@ class CoordinatorStandIn:
                     return
                 self._answer(200, {"job": job, **stand_in.jobs[job]})
 
-            def do_DELETE(self) -> None:  # noqa: N802
+            def do_DELETE(self) -> None:
                 auth = self.headers.get("Authorization")
                 stand_in.delete_auth.append(auth)
                 if auth not in {f"Bearer {token}" for token in stand_in.tokens}:

@@ -26,14 +26,14 @@ SEEN_AUTH: list[str | None] = []
 @pytest.fixture()
 def server() -> Iterator[str]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             code, body = ANSWERS.get(self.path, (404, b"{}"))
             self.send_response(code)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
-        def do_DELETE(self) -> None:  # noqa: N802
+        def do_DELETE(self) -> None:
             SEEN_AUTH.append(self.headers.get("Authorization"))
             if self.path.endswith("old"):
                 code = 405
@@ -92,4 +92,4 @@ def test_forget_without_an_accepted_token_is_an_error_that_never_prints_it(serve
     with pytest.raises(CoordinatorError, match="HTTP 401") as raised:
         forget_job(server, "ns.x", 2, token)
     assert says in str(raised.value) and (not token or token not in str(raised.value))
-    assert SEEN_AUTH == ([None] if not token else [f"Bearer {token}"])
+    assert ([None] if not token else [f"Bearer {token}"]) == SEEN_AUTH
