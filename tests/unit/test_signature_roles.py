@@ -178,8 +178,9 @@ def test_producers_sign_for_the_ledger_and_the_local_ledger_key_stays_on_loopbac
     headers = local.pointer_signer().sign(body)
     assert headers[LEDGER_KEY_ID_HEADER] == "ledger/local"
     assert local.coordinator_verifier().verify(body, headers).role == "ledger"
-    remote = {"amqp_url": "amqp://u:p@rmq.example:5672/%2F", "pointer_signing_key": POINTER_SIGNING,
-              "pointer_verify_keys": POINTER_VERIFY, "ack_verify_keys": f"billing:{BILLING}", "coordinator_key": COORDINATOR}
+    remote: dict[str, Any] = {"amqp_url": "amqp://u:p@rmq.example:5672/%2F", "pointer_signing_key": POINTER_SIGNING,
+                              "pointer_verify_keys": POINTER_VERIFY, "ack_verify_keys": f"billing:{BILLING}",
+                              "coordinator_key": COORDINATOR}
     with pytest.raises(InsecureDefault, match="CLAIMCHECK_LEDGER_SIGNING_KEY is not set"):
         Settings(**remote).pointer_signer()
     with pytest.raises(InsecureDefault, match="CLAIMCHECK_LEDGER_VERIFY_KEYS is not set"):
