@@ -35,7 +35,17 @@ from claimcheck.deadletter import dead_letter
 from claimcheck.httpapi import Request, Response, Route, routes_for, serve
 from claimcheck.ledger import Applied, DeleteTask, Ledger, Message, Outcome
 from claimcheck.migrate import migrate
-from claimcheck.protocol import ACK_QUEUE_KINDS, POINTER_QUEUE_KINDS, Ack, AckBatch, Barrier, InvalidMessage, brief
+from claimcheck.protocol import (
+    ACK_QUEUE_KINDS,
+    POINTER_QUEUE_KINDS,
+    Ack,
+    AckBatch,
+    AckQueueMessage,
+    Barrier,
+    InvalidMessage,
+    PointerQueueMessage,
+    brief,
+)
 from claimcheck.publisher import BrokerSession
 from claimcheck.signing import decode_signed
 from claimcheck.sweeper import PointerQueueBarrier, sweep
@@ -108,7 +118,8 @@ class Coordinator:
 
     def _handle(self, delivery: Delivery) -> None:
         """Decode and verify now; apply with the rest of this read from the broker (see _flush)."""
-        kinds = POINTER_QUEUE_KINDS if delivery.queue == topology.COORDINATOR_POINTER_QUEUE else ACK_QUEUE_KINDS
+        kinds: tuple[type[PointerQueueMessage | AckQueueMessage], ...] = (
+            POINTER_QUEUE_KINDS if delivery.queue == topology.COORDINATOR_POINTER_QUEUE else ACK_QUEUE_KINDS)
         try:
             message = decode_signed(self._verifier, delivery.body, delivery.properties.headers, *kinds,
                                     bucket=self._settings.s3_bucket)

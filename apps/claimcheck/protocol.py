@@ -216,9 +216,10 @@ def make_pointer(*, recipients: Iterable[str], **fields: Any) -> Pointer:
 M = TypeVar("M", bound=_Message)
 # What may arrive on the coordinator's pointer queue.
 PointerQueueMessage = Pointer | Intent | Barrier
-POINTER_QUEUE_KINDS: tuple[type[_Message], ...] = (Pointer, Intent, Barrier)
+POINTER_QUEUE_KINDS: tuple[type[PointerQueueMessage], ...] = (Pointer, Intent, Barrier)
 # What may arrive on the coordinator's ACK queue.
-ACK_QUEUE_KINDS: tuple[type[_Message], ...] = (Ack, AckBatch)
+AckQueueMessage = Ack | AckBatch
+ACK_QUEUE_KINDS: tuple[type[AckQueueMessage], ...] = (Ack, AckBatch)
 
 
 def check_size(body: bytes) -> None:

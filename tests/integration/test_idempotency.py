@@ -302,7 +302,7 @@ def test_a_payload_whose_processing_keeps_failing_is_dead_lettered_after_the_del
 
 def publish_ack_batch(broker: BrokerSession, recipient: str, pointers: list[Pointer], message_id: str) -> None:
     batch = AckBatch(recipient=recipient, consumer="test", acked_at=now(),
-                     acks=[AckedObject(object_id=p.object_id, job=p.job, payload_sha256=p.payload_sha256) for p in pointers])
+                     acks=tuple(AckedObject(object_id=p.object_id, job=p.job, payload_sha256=p.payload_sha256) for p in pointers))
     body = batch.encode()
     broker.publish(topology.ACK_EXCHANGE, topology.ACK_ROUTING_KEY, body, message_id=message_id,
                    headers=KEYS.ack(recipient).sign(body))

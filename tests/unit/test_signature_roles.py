@@ -190,7 +190,7 @@ def test_producers_sign_for_the_ledger_and_the_local_ledger_key_stays_on_loopbac
 
 def ack_batch(recipient: str, count: int = 2) -> bytes:
     return AckBatch(recipient=recipient, consumer="c", acked_at=now(),
-                    acks=[AckedObject(object_id=f"{n:032x}", job="j", payload_sha256=SHA) for n in range(count)]).encode()
+                    acks=tuple(AckedObject(object_id=f"{n:032x}", job="j", payload_sha256=SHA) for n in range(count))).encode()
 
 
 def test_a_group_signs_ack_batches_for_itself_only_and_each_counts_as_single_acks() -> None:
