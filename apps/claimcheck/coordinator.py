@@ -33,7 +33,8 @@ from claimcheck.amqp_loop import ConsumerLoop, Delivery, DependencyDown
 from claimcheck.config import Settings
 from claimcheck.deadletter import dead_letter
 from claimcheck.httpapi import Request, Response, Route, routes_for, serve
-from claimcheck.ledger import Applied, DeleteTask, Ledger, Message, Outcome
+from claimcheck.judgement import Applied, Message, Outcome
+from claimcheck.ledger import DeleteTask, Ledger
 from claimcheck.migrate import migrate
 from claimcheck.protocol import (
     ACK_QUEUE_KINDS,

@@ -6,8 +6,6 @@ coordinators per object, so two ACKs counted at the same time cannot both miss e
 the guarded ``pending -> deleting`` update can succeed exactly once.
 """
 
-import enum
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -17,29 +15,8 @@ import psycopg2
 from psycopg2 import extensions as pg
 from psycopg2.extras import execute_values
 
-from claimcheck.protocol import Ack, Barrier, Intent, Pointer
-
-Message = Pointer | Ack | Intent | Barrier
-
-
-class Outcome(enum.Enum):
-    """What applying one message did to the ledger."""
-
-    RECORDED = "recorded"  # a new pointer, or an ACK that counts
-    EARLY = "early"  # an ACK stored before its pointer; counts once the pointer names its recipient
-    DUPLICATE = "duplicate"  # already known; nothing changed
-    FOREIGN = "foreign"  # an ACK from a recipient outside the object's set; never counts
-    MISMATCH = "mismatch"  # contradicts what the ledger knows (other sha256, other recipient set)
-    CANCELLED = "cancelled"  # a pointer of a cancelled run: recorded and deleted, never delivered
-
-
-@dataclass(frozen=True)
-class Applied:
-    """The outcome of one message, and whether it made the object due for deletion."""
-
-    outcome: Outcome
-    delete_decided: bool = False
-    detail: str = ""
+from claimcheck.judgement import Applied, BatchJudgement, Message, ObjectMessage, ObjectRow, Outcome
+from claimcheck.protocol import Ack, Barrier, Pointer
 
 
 @dataclass(frozen=True)
@@ -141,18 +118,19 @@ class Ledger:
             return []
         barriers = [m.nonce for m in messages if isinstance(m, Barrier)]
         results = {i: Applied(Outcome.RECORDED) for i, m in enumerate(messages) if isinstance(m, Barrier)}
-        order = sorted((i for i, m in enumerate(messages) if not isinstance(m, Barrier)),
-                       key=lambda i: messages[i].object_id)  # type: ignore[union-attr]  # stable: arrival order per object
-        jobs = {messages[i].object_id: messages[i].job for i in reversed(order)}  # type: ignore[union-attr]
+        # Grouped by object, each object's messages in arrival order (sorted is stable).
+        order: list[tuple[int, ObjectMessage]] = sorted(
+            ((i, m) for i, m in enumerate(messages) if not isinstance(m, Barrier)), key=lambda item: item[1].object_id)
+        jobs = {message.object_id: message.job for _, message in reversed(order)}
         with self._conn() as connection, connection.cursor() as cursor:
             rows, cancelled_jobs = _lock_rows(cursor, sorted(jobs.items())) if jobs else ({}, set())
-            batch = _Batch(rows, cancelled_jobs)
-            results.update({index: batch.judge(index, messages[index]) for index in order})  # type: ignore[arg-type]
-            batch.write(cursor)
+            batch = BatchJudgement(rows, cancelled_jobs)
+            results.update({index: batch.judge(index, message) for index, message in order})
+            _write(cursor, batch)
             if barriers:
                 execute_values(cursor, "INSERT INTO sweep_barriers (nonce) VALUES %s ON CONFLICT DO NOTHING",
                                [(nonce,) for nonce in barriers])
-            for object_id in batch.decide(cursor):
+            for object_id in _decide(cursor, batch):
                 index = batch.last_recorded[object_id]
                 results[index] = replace(results[index], delete_decided=True)
         return [results[index] for index in range(len(messages))]
@@ -332,20 +310,7 @@ class Ledger:
         return JobProgress(job, published, acked, deleted, pending, awaiting, cancelled, swept)
 
 
-@dataclass
-class _Row:
-    """One object's ledger row as locked by a batch, updated in memory as the batch is judged."""
-
-    state: str
-    recipients: list[str] | None
-    sha256: str | None
-    bucket: str | None
-    key: str | None
-    # (recipient, sha256) of every ACK row, counted or not: an ACK counts for the checksum it names.
-    acked: set[tuple[str, str]] = field(default_factory=set)
-
-
-def _lock_rows(cursor: pg.cursor, objects: list[tuple[str, str]]) -> tuple[dict[str, _Row], set[str]]:
+def _lock_rows(cursor: pg.cursor, objects: list[tuple[str, str]]) -> tuple[dict[str, ObjectRow], set[str]]:
     """Create placeholders for unknown objects, then lock every row of the batch in object-id order.
 
     Also returns which of the batch's jobs were cancelled.
@@ -358,7 +323,7 @@ def _lock_rows(cursor: pg.cursor, objects: list[tuple[str, str]]) -> tuple[dict[
             WHERE object_id = ANY (%s) ORDER BY object_id FOR UPDATE""",
         (object_ids,),
     )
-    rows = {object_id: _Row(*rest) for object_id, *rest in cursor.fetchall()}
+    rows = {object_id: ObjectRow(*rest) for object_id, *rest in cursor.fetchall()}
     cursor.execute("SELECT object_id, recipient, payload_sha256 FROM acks WHERE object_id = ANY (%s)", (object_ids,))
     for object_id, recipient, sha256 in cursor.fetchall():
         rows[object_id].acked.add((recipient, sha256))
@@ -366,131 +331,66 @@ def _lock_rows(cursor: pg.cursor, objects: list[tuple[str, str]]) -> tuple[dict[
     return rows, {job for (job,) in cursor.fetchall()}
 
 
-class _Batch:
-    """Judges each message against the locked rows and collects the writes it implies."""
+def _write(cursor: pg.cursor, batch: BatchJudgement) -> None:
+    """Record the new intents, pointers and ACKs and the duplicate counts of ``batch``: one statement each.
 
-    def __init__(self, rows: dict[str, _Row], cancelled_jobs: set[str]) -> None:
-        self.rows = rows
-        self.cancelled_jobs = cancelled_jobs
-        self.pointers: list[tuple[Pointer, bool]] = []  # (pointer, its run was cancelled)
-        self.intents: list[Intent] = []
-        self.acks: list[Ack] = []
-        self.duplicate_acks: Counter[tuple[str, str, str]] = Counter()
-        self.last_recorded: dict[str, int] = {}  # object -> index of the last message that may have made it due
+    An intent whose pointer is in the same batch is not written: the pointer's update sets
+    the same key and makes the object live, after which the intent's time means nothing.
+    """
+    pointed = {pointer.object_id for pointer, _ in batch.pointers}
+    intents = [intent for intent in batch.intents if intent.object_id not in pointed]
+    if intents:
+        execute_values(
+            cursor,
+            """UPDATE objects o SET bucket = v.bucket, key = v.key, intent_seen_at = now()
+                 FROM (VALUES %s) AS v (object_id, bucket, key) WHERE o.object_id = v.object_id""",
+            [(i.object_id, i.bucket, i.key) for i in intents],
+            page_size=len(intents),
+        )
+    if batch.pointers:
+        execute_values(
+            cursor,
+            """UPDATE objects o SET job = v.job, bucket = v.bucket, key = v.key,
+                      recipients = v.recipients, payload_size = v.payload_size,
+                      payload_sha256 = v.payload_sha256, pointer_created_at = v.created_at,
+                      pointer_seen_at = now(),
+                      state = CASE WHEN v.cancelled THEN 'deleting' ELSE 'pending' END,
+                      decided_at = CASE WHEN v.cancelled THEN now() END,
+                      cancelled_at = CASE WHEN v.cancelled THEN now() END
+                 FROM (VALUES %s) AS v (object_id, job, bucket, key, recipients, payload_size,
+                                        payload_sha256, created_at, cancelled)
+                WHERE o.object_id = v.object_id""",
+            [(p.object_id, p.job, p.bucket, p.key, list(p.recipients), p.payload_size, p.payload_sha256,
+              p.created_at, cancelled) for p, cancelled in batch.pointers],
+            template="(%s, %s, %s, %s, %s::text[], %s::bigint, %s, %s::timestamptz, %s::boolean)",
+            page_size=len(batch.pointers),
+        )
+    if batch.acks:
+        # Plain INSERT: every ACK writer holds the object's row lock, so a conflict here would
+        # be a broken invariant and must fail the transaction, not be absorbed.
+        execute_values(
+            cursor,
+            "INSERT INTO acks (object_id, recipient, payload_sha256, consumer) VALUES %s",
+            [(a.object_id, a.recipient, a.payload_sha256, a.consumer) for a in batch.acks],
+            page_size=len(batch.acks),
+        )
+    if batch.duplicate_acks:
+        execute_values(
+            cursor,
+            """UPDATE acks a SET duplicates = a.duplicates + v.n FROM (VALUES %s) AS v (object_id, recipient, sha, n)
+                WHERE a.object_id = v.object_id AND a.recipient = v.recipient AND a.payload_sha256 = v.sha""",
+            [(*slot, n) for slot, n in batch.duplicate_acks.items()],
+            template="(%s, %s, %s, %s::integer)",
+            page_size=len(batch.duplicate_acks),
+        )
 
-    def judge(self, index: int, message: Pointer | Ack | Intent) -> Applied:
-        """The outcome of ``message`` (at ``index`` in the batch), given everything judged before it."""
-        if isinstance(message, Intent):
-            return self._intent(message)
-        applied = self._pointer(message) if isinstance(message, Pointer) else self._ack(message)
-        if applied.outcome is Outcome.RECORDED:
-            self.last_recorded[message.object_id] = index
-        return applied
 
-    def _intent(self, intent: Intent) -> Applied:
-        row = self.rows[intent.object_id]
-        if row.key is not None:
-            if (row.bucket, row.key) != (intent.bucket, intent.key):
-                return Applied(Outcome.MISMATCH, detail="intent names another key than the one already recorded")
-            return Applied(Outcome.DUPLICATE)
-        row.bucket, row.key = intent.bucket, intent.key
-        self.intents.append(intent)
-        return Applied(Outcome.RECORDED)
+def _decide(cursor: pg.cursor, batch: BatchJudgement) -> list[str]:
+    """The guarded pending -> deleting transition for the objects ``batch`` advanced.
 
-    def _pointer(self, pointer: Pointer) -> Applied:
-        row = self.rows[pointer.object_id]
-        if row.recipients == []:
-            return Applied(Outcome.MISMATCH, detail="pointer for an object already swept as an orphan")
-        if row.state != "awaiting_pointer":
-            if (row.recipients, row.sha256, row.bucket, row.key) != (
-                list(pointer.recipients), pointer.payload_sha256, pointer.bucket, pointer.key,
-            ):
-                return Applied(Outcome.MISMATCH, detail="pointer contradicts the one already recorded")
-            return Applied(Outcome.DUPLICATE)
-        if row.key is not None and (row.bucket, row.key) != (pointer.bucket, pointer.key):
-            return Applied(Outcome.MISMATCH, detail="pointer names another key than its intent")
-        cancelled = pointer.job in self.cancelled_jobs
-        row.state = "deleting" if cancelled else "pending"
-        row.recipients, row.sha256 = list(pointer.recipients), pointer.payload_sha256
-        row.bucket, row.key = pointer.bucket, pointer.key
-        self.pointers.append((pointer, cancelled))
-        if cancelled:
-            return Applied(Outcome.CANCELLED, delete_decided=True, detail=f"run {pointer.job} was cancelled")
-        return Applied(Outcome.RECORDED)
-
-    def _ack(self, ack: Ack) -> Applied:
-        row = self.rows[ack.object_id]
-        if row.recipients is not None and ack.recipient not in row.recipients:
-            return Applied(Outcome.FOREIGN, detail=f"recipient {ack.recipient!r} is not in {row.recipients}")
-        if row.sha256 is not None and ack.payload_sha256 != row.sha256:
-            return Applied(Outcome.MISMATCH, detail="ACK names a different payload sha256 than the pointer")
-        slot = (ack.recipient, ack.payload_sha256)
-        if slot in row.acked:
-            self.duplicate_acks[(ack.object_id, *slot)] += 1
-            return Applied(Outcome.DUPLICATE)
-        row.acked.add(slot)
-        self.acks.append(ack)
-        return Applied(Outcome.EARLY if row.state == "awaiting_pointer" else Outcome.RECORDED)
-
-    def write(self, cursor: pg.cursor) -> None:
-        """Record the new intents, pointers and ACKs and the duplicate counts: one statement each.
-
-        An intent whose pointer is in the same batch is not written: the pointer's update sets
-        the same key and makes the object live, after which the intent's time means nothing.
-        """
-        pointed = {pointer.object_id for pointer, _ in self.pointers}
-        intents = [intent for intent in self.intents if intent.object_id not in pointed]
-        if intents:
-            execute_values(
-                cursor,
-                """UPDATE objects o SET bucket = v.bucket, key = v.key, intent_seen_at = now()
-                     FROM (VALUES %s) AS v (object_id, bucket, key) WHERE o.object_id = v.object_id""",
-                [(i.object_id, i.bucket, i.key) for i in intents],
-                page_size=len(intents),
-            )
-        if self.pointers:
-            execute_values(
-                cursor,
-                """UPDATE objects o SET job = v.job, bucket = v.bucket, key = v.key,
-                          recipients = v.recipients, payload_size = v.payload_size,
-                          payload_sha256 = v.payload_sha256, pointer_created_at = v.created_at,
-                          pointer_seen_at = now(),
-                          state = CASE WHEN v.cancelled THEN 'deleting' ELSE 'pending' END,
-                          decided_at = CASE WHEN v.cancelled THEN now() END,
-                          cancelled_at = CASE WHEN v.cancelled THEN now() END
-                     FROM (VALUES %s) AS v (object_id, job, bucket, key, recipients, payload_size,
-                                            payload_sha256, created_at, cancelled)
-                    WHERE o.object_id = v.object_id""",
-                [(p.object_id, p.job, p.bucket, p.key, list(p.recipients), p.payload_size, p.payload_sha256,
-                  p.created_at, cancelled) for p, cancelled in self.pointers],
-                template="(%s, %s, %s, %s, %s::text[], %s::bigint, %s, %s::timestamptz, %s::boolean)",
-                page_size=len(self.pointers),
-            )
-        if self.acks:
-            # Plain INSERT: every ACK writer holds the object's row lock, so a conflict here would
-            # be a broken invariant and must fail the transaction, not be absorbed.
-            execute_values(
-                cursor,
-                "INSERT INTO acks (object_id, recipient, payload_sha256, consumer) VALUES %s",
-                [(a.object_id, a.recipient, a.payload_sha256, a.consumer) for a in self.acks],
-                page_size=len(self.acks),
-            )
-        if self.duplicate_acks:
-            execute_values(
-                cursor,
-                """UPDATE acks a SET duplicates = a.duplicates + v.n FROM (VALUES %s) AS v (object_id, recipient, sha, n)
-                    WHERE a.object_id = v.object_id AND a.recipient = v.recipient AND a.payload_sha256 = v.sha""",
-                [(*slot, n) for slot, n in self.duplicate_acks.items()],
-                template="(%s, %s, %s, %s::integer)",
-                page_size=len(self.duplicate_acks),
-            )
-
-    def decide(self, cursor: pg.cursor) -> list[str]:
-        """The guarded pending -> deleting transition for the objects this batch advanced.
-
-        Returns the objects it moved; the guard in SQL makes it succeed once per object ever.
-        """
-        if not self.last_recorded:
-            return []
-        cursor.execute(_DECIDE, (list(self.last_recorded),))
-        return [object_id for (object_id,) in cursor.fetchall()]
+    Returns the objects it moved; the guard in SQL makes it succeed once per object ever.
+    """
+    if not batch.last_recorded:
+        return []
+    cursor.execute(_DECIDE, (list(batch.last_recorded),))
+    return [object_id for (object_id,) in cursor.fetchall()]

@@ -19,7 +19,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from claimcheck.config import Settings
-from claimcheck.ledger import Applied, Ledger, Outcome
+from claimcheck.judgement import Applied, Outcome
+from claimcheck.ledger import Ledger
 from claimcheck.protocol import Ack, Pointer, make_pointer, now
 from tests.testkit import temporary_database
 
