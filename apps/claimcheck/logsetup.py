@@ -8,15 +8,13 @@ can be followed across producer, consumers and coordinator:
 ``grep '"object_id": "9f0c..."' .stack/logs/demo/*/*.log``.
 """
 
-import json
 import logging
 import os
 import sys
-from datetime import datetime, timezone
 from typing import Any
 
-# Attributes every LogRecord has; anything else on a record came from ``extra=``.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+from pythonjsonlogger import json as jsonlogger
+
 # Fields that identify what a record is about, in the order they are shown.
 CONTEXT_FIELDS = ("job", "object_id", "recipient", "consumer")
 
@@ -26,27 +24,24 @@ def fields(**values: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time, level, component, logger, message and any ``extra=`` fields."""
+class JsonFormatter(jsonlogger.JsonFormatter):
+    """One JSON object per record: time, level, component, logger, message, any ``extra=`` fields
+    and the exception, if any.
+
+    python-json-logger does the work: it knows which record attributes are the logging module's
+    own (``extra=`` fields are everything else) and encodes any value JSON can hold natively
+    (numbers, lists, mappings) and the rest (datetimes, bytes, exceptions) as text.
+    """
 
     def __init__(self, component: str) -> None:
-        super().__init__()
-        self._component = component
-
-    def format(self, record: logging.LogRecord) -> str:
-        document: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "component": self._component,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
-                document[key] = value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
-        if record.exc_info:
-            document["exception"] = self.formatException(record.exc_info)
-        return json.dumps(document, ensure_ascii=False)
+        super().__init__(
+            "{message}{levelname}{name}",
+            style="{",
+            rename_fields={"levelname": "level", "name": "logger", "exc_info": "exception"},
+            static_fields={"component": component},
+            timestamp="time",
+            json_ensure_ascii=False,
+        )
 
 
 class TextFormatter(logging.Formatter):

@@ -6,6 +6,7 @@ import logging
 import re
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from claimcheck import logsetup
@@ -34,6 +35,26 @@ def test_json_logs_carry_object_id_and_job() -> None:
     assert (record["object_id"], record["job"], record["component"], record["level"]) == (
         "9f0c", "run-1", "consumer[billing]", "WARNING")
     assert "recipient" not in record
+
+
+def test_json_logs_keep_structured_values_and_the_exception() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logsetup.JsonFormatter("coordinator"))
+    logger = logging.getLogger("observability-test-structured")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        try:
+            raise ValueError("ledger said no")
+        except ValueError:
+            logger.exception("applying failed", extra={"acked": {"billing": 2}, "object_id": "9f0c"})
+    finally:
+        logger.removeHandler(handler)
+    record = json.loads(stream.getvalue())
+    assert record["acked"] == {"billing": 2} and record["object_id"] == "9f0c" and record["logger"].endswith("structured")
+    assert "ValueError: ledger said no" in record["exception"]
+    assert datetime.fromisoformat(record["time"]).tzinfo is not None
 
 
 def test_text_logs_append_context_not_in_the_message() -> None:
