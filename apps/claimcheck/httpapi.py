@@ -3,6 +3,11 @@
 Bounded against a flood: each connection gets a socket timeout, and at most
 ``MAX_CONCURRENT_REQUESTS`` are served at once; a connection beyond that is answered 503 at
 once instead of getting a thread of its own.
+
+Built on the standard library's ``http.server`` on purpose: the endpoint has five routes, and
+the servers that bring routing (uvicorn with starlette, waitress, cheroot, werkzeug's) either
+queue or stop accepting connections beyond a limit instead of answering 503 at once, or are
+development servers; each would add a stack of dependencies for a dozen lines of routing.
 """
 
 import json

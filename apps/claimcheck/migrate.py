@@ -1,6 +1,12 @@
 """Versioned schema migrations for the ledger: ``migrations/NNNN_name.sql``, applied in order.
 
 Coordinators may start together, so the whole run holds a transaction-scoped advisory lock.
+
+Hand-written on purpose: all pending migrations run in one transaction under
+``pg_advisory_xact_lock`` (all or nothing, and PostgreSQL releases the lock if the process
+dies). A migrations library (yoyo-migrations; alembic needs SQLAlchemy) would run each file in
+a transaction of its own, take its lock through a table of its own and keep its own bookkeeping
+tables, which every existing ledger's ``schema_migrations`` would first have to be converted to.
 """
 
 import logging
