@@ -26,8 +26,8 @@ import pika
 import psycopg2
 
 from bench import profiling
-from bench.pipeline import producer_summary
 from bench.stack import BenchEnv, delete_prefix
+from claimcheck import topology
 
 log = logging.getLogger("bench")
 
@@ -55,8 +55,11 @@ class CoordinatorBench:
         """Let the product fill the coordinator's queues, then keep their messages."""
         started = time.monotonic()
         child_env = self.env.env(self.amqp_url)
-        consumers = [self.env.claimcheck(f"coord-fill-consumer-{group}", ["consumer", "--recipient", group], child_env)
-                     for group in self.groups]
+        def start_consumers() -> list[Any]:
+            return [self.env.claimcheck(f"coord-fill-consumer-{group}", ["consumer", "--recipient", group], child_env)
+                    for group in self.groups]
+
+        consumers = start_consumers()
         job = f"{self.env.run_id}-coordfill"
         producer = self.env.claimcheck("coord-fill-producer", [
             "producer", "--job", job, "--count", str(self.objects), "--size", "1KiB",
@@ -64,15 +67,21 @@ class CoordinatorBench:
         finished = producer.wait(600)
         if finished.returncode != 0:
             raise RuntimeError(f"fill producer failed: {finished.output[-2000:]}")
-        published = int(producer_summary(finished.output).get("published", 0))
         connection, channel = self._channel()
+        # Every pointer ACKed: the groups' queues are empty once their consumers stopped (a
+        # consumer settles a pointer only after its ACK was confirmed; stopping requeues the rest).
+        group_queues = [topology.recipient_queue(group) for group in self.groups]
         deadline = time.monotonic() + 600
-        while self._depth(channel, ACK_QUEUE) < 2 * published:
-            if time.monotonic() > deadline:
-                raise TimeoutError("consumers did not ACK every fill object")
-            time.sleep(0.2)
-        for consumer in consumers:
-            consumer.stop()
+        while True:
+            while any(self._depth(channel, queue) for queue in group_queues):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("consumers did not ACK every fill object")
+                time.sleep(0.2)
+            for consumer in consumers:
+                consumer.stop()
+            if not any(self._depth(channel, queue) for queue in group_queues):
+                break
+            consumers = start_consumers()
         for queue in (POINTER_QUEUE, ACK_QUEUE):
             expected = self._depth(channel, queue)
             channel.basic_qos(prefetch_count=500)
@@ -107,9 +116,12 @@ class CoordinatorBench:
     def distinct(self) -> tuple[int, int]:
         """Distinct objects and distinct (object, recipient) ACKs among the kept messages: a consumer
         redelivery during the fill can leave a duplicate ACK, which the ledger counts once."""
-        objects = {json.loads(body)["object_id"] for _, body in self.messages[POINTER_QUEUE]}
-        acks = {(doc["object_id"], doc["recipient"]) for doc in
-                (json.loads(body) for _, body in self.messages[ACK_QUEUE])}
+        objects = {doc["object_id"] for doc in (json.loads(body) for _, body in self.messages[POINTER_QUEUE])
+                   if doc["type"] == "pointer"}
+        acks: set[tuple[str, str]] = set()
+        for _, body in self.messages[ACK_QUEUE]:
+            doc = json.loads(body)  # an ack, or an ack_batch of several objects
+            acks.update((item["object_id"], doc["recipient"]) for item in doc.get("acks", [doc]))
         return len(objects), len(acks)
 
     def drain(self, rep: int, profile_out: "Path | None" = None) -> dict[str, Any]:
@@ -164,12 +176,41 @@ class CoordinatorBench:
             )
             result.update(self._upsert_baseline(db, acks))
             db.close()
+            result["broker_messages_per_s"] = result["kept_messages"] / span
+            result.update(self._bare_drain())
         except Exception as exc:  # noqa: BLE001 - recorded, the suite goes on
             result["error"] = str(exc)[:500]
             log.warning("coordinator drain %d failed: %s", rep, exc)
         finally:
             self.env.drop_database(dsn)
         return result
+
+    def _bare_drain(self) -> dict[str, float]:
+        """The coordinator's limit on this broker: the same messages put back and drained by a
+        consumer that only acknowledges (same prefetch, one multiple-ack per 100 messages)."""
+        self._refill()
+        connection, channel = self._channel()
+        channel.basic_qos(prefetch_count=1000)
+        total = sum(len(kept) for kept in self.messages.values())
+        taken = 0
+
+        def on_message(channel: Any, method: Any, _properties: Any, _body: bytes) -> None:
+            nonlocal taken
+            taken += 1
+            if taken % 100 == 0 or taken == total:
+                channel.basic_ack(method.delivery_tag, multiple=True)
+
+        for queue in self.messages:
+            channel.basic_consume(queue, on_message)
+        started = time.perf_counter()
+        deadline = time.monotonic() + 300
+        while taken < total and time.monotonic() < deadline:
+            connection.process_data_events(time_limit=0.1)
+        seconds = time.perf_counter() - started
+        connection.close()  # everything taken was acknowledged by the callback (the last one included)
+        if taken < total:
+            raise TimeoutError(f"bare drain took {taken} of {total} messages")
+        return {"bare_messages_per_s": total / seconds, "bare_seconds": seconds}
 
     def _upsert_baseline(self, db: Any, count: int) -> dict[str, float]:
         with db.cursor() as cursor:
