@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV      ?= .venv
 CLAIMCHECK = $(VENV)/bin/claimcheck
 PYTEST     = $(VENV)/bin/python -m pytest
-# Each component runs as its own role on the local stack (claimcheck/localstack.py, docs/security.md).
+# Each component runs as its own role on the local stack (claimcheck/localstack/accounts.py, docs/security.md).
 AS_ROLE    = env $$($(VENV)/bin/python -m claimcheck.localstack env $(1))
 # Declare the groups' queues and create the role accounts: an administrator's step (guest, locally).
 PROVISION  = CLAIMCHECK_BROKER_USERS=$$($(VENV)/bin/python -m claimcheck.localstack broker-users $(1)) \
@@ -61,13 +61,13 @@ ledger: install ## Print the ledger (claimcheck status)
 	@$(call AS_ROLE,reader) $(CLAIMCHECK) status
 
 rmq-stop: ## Gracefully stop RabbitMQ node NODE (0-2), like `kubectl delete pod rmq-NODE`
-	@bash scripts/stack.sh rmq-stop $(NODE)
+	@bash scripts/stack.sh stop rmq-$(NODE)
 
 rmq-kill: ## kill -9 RabbitMQ node NODE
-	@bash scripts/stack.sh rmq-kill $(NODE)
+	@bash scripts/stack.sh kill rmq-$(NODE)
 
 rmq-start: ## Start RabbitMQ node NODE again and wait until it rejoined
-	@bash scripts/stack.sh rmq-start $(NODE)
+	@bash scripts/stack.sh start rmq-$(NODE)
 
 helm: ## Install the pinned helm and kubectl into .tools/bin
 	@bash scripts/helm.sh

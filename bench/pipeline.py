@@ -112,7 +112,7 @@ class Pipeline:
             for proc in [self.coordinator, *self.consumers]:
                 assert proc is not None
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{proc.name} exited early:\n{proc.finished.output[-3000:]}")  # type: ignore[union-attr]
+                    raise RuntimeError(f"{proc.name} exited early:\n{proc.tail(40)}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as response:
                     coordinator_ready = response.status == 200

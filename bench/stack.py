@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,11 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
+from claimcheck.childprocess import ChildProcess, Exit
+from claimcheck.config import Settings
+from claimcheck.localstack.daemons import StackError, pids_named, port_open
+from claimcheck.localstack.ports import HOST, LOCAL, NODES
+from claimcheck.localstack.services import LocalStack
 from claimcheck.provisioning import provision
 
 log = logging.getLogger("bench")
@@ -34,11 +38,12 @@ log = logging.getLogger("bench")
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
-MGMT_URL = os.environ.get("BENCH_RABBIT_MGMT_URL", "http://127.0.0.1:45672")
+LOCAL_STACK = LocalStack.from_env()
+MGMT_URL = os.environ.get("BENCH_RABBIT_MGMT_URL", f"http://{HOST}:{LOCAL.management}")
 MGMT_AUTH = ("guest", "guest")
-PROMETHEUS_PORTS = (45690, 45691, 45692)
-AMQP_BASE = "amqp://guest:guest@127.0.0.1:35672"
-ADMIN_DSN = os.environ.get("CLAIMCHECK_DATABASE_URL", "postgresql://claimcheck:claimcheck@127.0.0.1:35432/claimcheck")
+PROMETHEUS_PORTS = tuple(LOCAL.node_metrics(n) for n in NODES)
+AMQP_BASE = f"amqp://guest:guest@{HOST}:{LOCAL.amqp}"
+ADMIN_DSN = Settings().database_url
 
 
 # -- RabbitMQ management API and per-node probes ----------------------------------------------
@@ -61,16 +66,8 @@ def quote(name: str) -> str:
 
 
 def node_pids() -> dict[str, int]:
-    """OS pid of every RabbitMQ node (Erlang VM) running on this machine, by pid."""
-    pids = {}
-    for pid in _pids_by_comm("beam.smp"):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                if b"rabbit\0boot" in handle.read():  # server nodes, not rabbitmqctl's short-lived VMs
-                    pids[str(pid)] = pid
-        except OSError:
-            continue
-    return pids
+    """OS pid of each RabbitMQ node of the local stack that is running, by node."""
+    return {node.name: pid for node in LOCAL_STACK.nodes if (pid := node.pid()) is not None}
 
 
 def broker_settings() -> dict[str, Any]:
@@ -95,11 +92,8 @@ def _max_message_size() -> int | None:
 
 def _rabbit_eval(node: int, expression: str) -> str:
     try:
-        return subprocess.run(
-            ["bash", str(REPO / "scripts/stack.sh"), "rabbitmqctl", str(node), "eval", expression],
-            capture_output=True, text=True, timeout=60, check=False,
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
+        return LOCAL_STACK.node(node).rabbitmqctl("eval", expression, timeout=60)
+    except (StackError, subprocess.TimeoutExpired):
         return ""
 
 
@@ -223,80 +217,24 @@ class BrokerSampler:
 # -- child processes ------------------------------------------------------------------------
 
 
-@dataclass
-class Finished:
-    """How a child process ended."""
-
-    returncode: int
-    seconds: float
-    maxrss_bytes: int
-    cpu_seconds: float = 0.0
-    output: str = ""
-
-
-class Proc:
-    """A child process with its output in a log file; stopped and reaped by pid only."""
+class Proc(ChildProcess):
+    """A benchmark's child. With ``measure`` it runs under bench/rss.py, so that its peak RSS and
+    CPU time are its own and not those inherited from this (much bigger) process."""
 
     def __init__(self, name: str, args: Sequence[str], env: dict[str, str], logdir: Path, measure: bool = False) -> None:
-        self.name = name
-        self.log_path = logdir / f"{name}.log"
-        # With ``measure``, the command runs under bench/rss.py so that its peak RSS is its own.
         self._usage_path = logdir / f"{name}.rusage.json" if measure else None
         if self._usage_path is not None:
             args = [PYTHON, "-S", str(REPO / "bench" / "rss.py"), str(self._usage_path), "--", *args]
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in _reap
-        self.started = time.monotonic()
-        self.started_wall = time.time()
-        self.popen = subprocess.Popen(list(args), env=env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
-        self.pid = self.popen.pid
-        self.finished: Finished | None = None
+        super().__init__(name, args, logdir / f"{name}.log", env=env, cwd=REPO)
 
-    def poll(self) -> Finished | None:
-        """Reap the process if it exited (with its rusage), else None."""
-        if self.finished is None:
-            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
-            if pid == 0:
-                return None
-            self._reap(status, usage)
-        return self.finished
-
-    def wait(self, timeout: float) -> Finished:
-        deadline = time.monotonic() + timeout
-        while (finished := self.poll()) is None:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name} (pid {self.pid}) still running after {timeout:.0f} s; see {self.log_path}")
-            time.sleep(0.02)
-        return finished
-
-    def stop(self, timeout: float = 20.0) -> Finished:
-        """SIGTERM, then SIGKILL after ``timeout``; always reaps."""
-        if self.poll() is None:
-            os.kill(self.pid, signal.SIGTERM)
-            try:
-                return self.wait(timeout)
-            except TimeoutError:
-                os.kill(self.pid, signal.SIGKILL)
-                return self.wait(10)
-        assert self.finished is not None
-        return self.finished
-
-    def _reap(self, status: int, usage: Any) -> None:
-        self._log.close()
-        self.popen.returncode = os.waitstatus_to_exitcode(status)
-        self.finished = Finished(
-            returncode=self.popen.returncode,
-            seconds=time.monotonic() - self.started,
-            maxrss_bytes=usage.ru_maxrss * 1024,
-            cpu_seconds=usage.ru_utime + usage.ru_stime,
-            output=self.log_path.read_text(errors="replace")[-20000:],
-        )
+    def _reaped(self, returncode: int, seconds: float, maxrss_bytes: int, cpu_seconds: float) -> Exit:
         if self._usage_path is not None:
             try:
                 measured = json.loads(self._usage_path.read_text())
-                self.finished.maxrss_bytes = int(measured["maxrss_bytes"])
-                self.finished.cpu_seconds = float(measured["cpu_seconds"])
+                maxrss_bytes, cpu_seconds = int(measured["maxrss_bytes"]), float(measured["cpu_seconds"])
             except (OSError, ValueError, KeyError):
-                self.finished.maxrss_bytes = 0  # unknown rather than the launcher's inherited figure
+                maxrss_bytes = 0  # unknown rather than the launcher's inherited figure
+        return super()._reaped(returncode, seconds, maxrss_bytes, cpu_seconds)
 
 
 def free_port() -> int:
@@ -431,7 +369,6 @@ class BenchEnv:
 def s3_client() -> Any:
     """A client with the product's settings (claimcheck.store.client)."""
     from claimcheck import store
-    from claimcheck.config import Settings
 
     return store.client(Settings())
 
@@ -486,19 +423,6 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def _pids_by_comm(*names: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/comm") as handle:
-                    if handle.read().strip() in names:
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found
-
-
 class CpuMeter:
     """CPU seconds spent by each part of the stack between two snapshots.
 
@@ -512,8 +436,8 @@ class CpuMeter:
 
     def _pids(self) -> dict[int, str]:
         pids = {pid: "rabbitmq" for pid in node_pids().values()}
-        pids.update({pid: "postgresql" for pid in _pids_by_comm("postgres")})
-        pids.update({pid: "seaweedfs" for pid in _pids_by_comm("weed")})
+        pids.update({pid: "postgresql" for pid in pids_named("postgres")})
+        pids.update({pid: "seaweedfs" for pid in pids_named("weed")})
         pids.update(self.children)
         return pids
 
@@ -549,10 +473,8 @@ def stack_problem() -> str | None:
         s3_client().list_buckets()
     except Exception as exc:  # noqa: BLE001 - any S3 failure
         return f"S3: {str(exc)[:100]}"
-    with socket.socket() as sock:
-        sock.settimeout(5)
-        if sock.connect_ex(("127.0.0.1", 35672)) != 0:
-            return "HAProxy AMQP port closed"
+    if not port_open(LOCAL.amqp):
+        return "HAProxy AMQP port closed"
     return None
 
 

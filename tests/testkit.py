@@ -21,6 +21,7 @@ from psycopg2 import extensions as pg
 
 from claimcheck import store, topology
 from claimcheck.config import Settings
+from claimcheck.localstack.ports import HOST, LOCAL
 from claimcheck.migrate import migrate
 
 T = TypeVar("T")
@@ -99,7 +100,7 @@ def s3(settings: Settings) -> Any:
     return client
 
 
-MANAGEMENT_API = "http://127.0.0.1:45672/api"  # RabbitMQ's management API through HAProxy (docs/interfaces.md)
+MANAGEMENT_API = f"http://{HOST}:{LOCAL.management}/api"  # RabbitMQ's management API through HAProxy
 
 
 def management(method: str, path: str, body: Any = None) -> Any:

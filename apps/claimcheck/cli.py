@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from claimcheck import logsetup, runtime, store, topology
 from claimcheck.config import InsecureDefault, settings
+from claimcheck.localstack.ports import LOCAL
 from claimcheck.protocol import RESERVED_RECIPIENTS
 from claimcheck.publisher import BrokerRefused, BrokerSession
 from claimcheck.signing import KeyFormatError
@@ -220,7 +221,7 @@ def consumer(recipient: str, job: str | None, expect: int | None, workers: int, 
 
 
 @cli.command()
-@click.option("--http-port", type=click.IntRange(0, 65535), envvar="CLAIMCHECK_HTTP_PORT", default=38080,
+@click.option("--http-port", type=click.IntRange(0, 65535), envvar="CLAIMCHECK_HTTP_PORT", default=LOCAL.coordinator,
               show_default=True, help="Port of the health, readiness and progress endpoint (0: none).")
 def coordinator(http_port: int) -> None:
     """Count business ACKs in the ledger and delete objects every recipient confirmed."""

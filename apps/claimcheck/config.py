@@ -1,6 +1,6 @@
 """Settings shared by every component, read from ``CLAIMCHECK_*`` environment variables.
 
-Defaults point at the local stack that ``make up`` starts (ports in docs/interfaces.md). Each
+Defaults point at the local stack that ``make up`` starts (its ports and accounts: claimcheck/localstack). Each
 role reads only the keys it needs (docs/security.md); a key left unset falls back to a built-in
 local key, which is public knowledge and therefore refused unless the broker is on this machine.
 """
@@ -15,6 +15,8 @@ from pydantic import ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from claimcheck import signing
+from claimcheck.localstack import accounts
+from claimcheck.localstack.ports import HOST, LOCAL
 from claimcheck.signing import Signer, Verifier
 
 # The built-in local keys: derived from public strings, so anyone could sign with them.
@@ -45,15 +47,15 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CLAIMCHECK_", extra="ignore")
 
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:35672/%2F"
-    s3_endpoint_url: str = "http://127.0.0.1:38333"
-    s3_access_key_id: str = "claimcheck"
-    s3_secret_access_key: str = "claimcheck-secret"
+    amqp_url: str = f"amqp://guest:guest@{HOST}:{LOCAL.amqp}/%2F"
+    s3_endpoint_url: str = f"http://{HOST}:{LOCAL.s3}"
+    s3_access_key_id: str = accounts.ADMIN_S3.user
+    s3_secret_access_key: str = accounts.ADMIN_S3.password
     s3_region: str = "us-east-1"
-    s3_bucket: str = "claimcheck"
-    database_url: str = "postgresql://claimcheck:claimcheck@127.0.0.1:35432/claimcheck"
-    coordinator_url: str = "http://127.0.0.1:38080"
-    http_port: int = 38080
+    s3_bucket: str = accounts.BUCKET
+    database_url: str = f"postgresql://{accounts.DATABASE_OWNER.user}:{accounts.DATABASE_OWNER.password}@{accounts.DATABASE}"
+    coordinator_url: str = f"http://{HOST}:{LOCAL.coordinator}"
+    http_port: int = LOCAL.coordinator
     # Where components bind their HTTP endpoint (health, readiness, metrics, the coordinator's API).
     http_host: str = "0.0.0.0"
     log_level: str = "INFO"
@@ -84,7 +86,7 @@ class Settings(BaseSettings):
     recipients: str = ""
     # Provisioning only (`claimcheck provision`, an admin's step): the management API with the
     # broker administrator's credentials, and the role accounts to create, "role=user:password,...".
-    management_url: str = "http://guest:guest@127.0.0.1:45672"
+    management_url: str = f"http://guest:guest@{HOST}:{LOCAL.management}"
     broker_users: str = ""
     # The orphan sweeper deletes objects no live pointer references once they are this old.
     sweep_grace_seconds: float = 3600.0

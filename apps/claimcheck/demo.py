@@ -7,18 +7,18 @@ same CLI a user runs. Prints what each did and returns the machine-readable summ
 
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import click
 
-from claimcheck import localstack, store
+from claimcheck import store
+from claimcheck.childprocess import ChildProcess
 from claimcheck.config import Settings
 from claimcheck.coordinator_client import fetch_progress, wait_for
+from claimcheck.localstack import accounts
 from claimcheck.producer import new_job_id
 from claimcheck.provisioning import parse_users, provision
 from claimcheck.sizes import format_size
@@ -26,29 +26,17 @@ from claimcheck.sizes import format_size
 RECIPIENTS = {"billing": 2, "audit": 1}
 
 
-@dataclass
-class Child:
-    """A CLI subprocess of the demo, with its log file."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    log: IO[bytes]
-
-    def last_json(self) -> dict[str, Any]:
-        """The JSON document the command printed last on stdout."""
-        out = self.process.stdout.read().decode() if self.process.stdout else ""
-        lines = [line for line in out.splitlines() if line.startswith("{")]
-        return json.loads(lines[-1]) if lines else {}
+def _start(name: str, args: list[str], log_dir: Path, role_env: dict[str, str]) -> ChildProcess:
+    """``claimcheck ARGS`` as ``name``: its log in ``<name>.log``, its JSON summary (stdout) in ``<name>.out``."""
+    return ChildProcess(name, [sys.executable, "-m", "claimcheck", *args], log_dir / f"{name}.log",
+                        env=os.environ | role_env, stdout_path=log_dir / f"{name}.out")
 
 
-def _start(name: str, args: list[str], log_dir: Path, role_env: dict[str, str]) -> Child:
-    log_path = log_dir / f"{name}.log"
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "claimcheck", *args], stdout=subprocess.PIPE, stderr=log, env=os.environ | role_env
-    )
-    return Child(name, process, log_path, log)
+def _summary(child: ChildProcess) -> dict[str, Any]:
+    """The JSON document the command printed last on stdout."""
+    assert child.stdout_path is not None
+    lines = [line for line in child.stdout_path.read_text().splitlines() if line.startswith("{")]
+    return dict(json.loads(lines[-1])) if lines else {}
 
 
 def _roles(settings: Settings) -> Callable[..., dict[str, str]]:
@@ -56,9 +44,9 @@ def _roles(settings: Settings) -> Callable[..., dict[str, str]]:
     elsewhere the environment says who each one is."""
     if not settings.broker_is_local():
         return lambda *role: {}
-    users = parse_users(localstack.broker_users(list(RECIPIENTS)))
+    users = parse_users(accounts.broker_users(list(RECIPIENTS)))
     provision(settings.amqp_url, settings.management_url, list(RECIPIENTS), users, settings.confirm_timeout)
-    return localstack.role_env
+    return accounts.role_env
 
 
 def _say(text: str) -> None:
@@ -73,7 +61,7 @@ def run_demo(settings: Settings, count: int, size: int, timeout: float) -> dict[
     groups = ", ".join(f"{name} ({replicas} replica{'s' if replicas > 1 else ''})" for name, replicas in RECIPIENTS.items())
     click.echo(f"claimcheck demo, job {job}: {count} x {format_size(size)} payloads for {groups}")
 
-    children: list[Child] = []
+    children: list[ChildProcess] = []
     role_env = _roles(settings)
     try:
         if fetch_progress(settings.coordinator_url, job) is None:
@@ -82,7 +70,7 @@ def run_demo(settings: Settings, count: int, size: int, timeout: float) -> dict[
             ready = wait_for(settings.coordinator_url, job, lambda _: True, timeout=30)
             if ready is None:
                 raise click.ClickException(f"coordinator did not come up; see {coordinator.log_path}")
-            _say(f"started coordinator (pid {coordinator.process.pid}) at {settings.coordinator_url}")
+            _say(f"started coordinator (pid {coordinator.pid}) at {settings.coordinator_url}")
         else:
             _say(f"using the coordinator already running at {settings.coordinator_url}")
 
@@ -93,7 +81,7 @@ def run_demo(settings: Settings, count: int, size: int, timeout: float) -> dict[
             for index in range(1, replicas + 1)
         ]
         children += consumers
-        _say("started " + ", ".join(f"{child.name} (pid {child.process.pid})" for child in consumers))
+        _say("started " + ", ".join(f"{child.name} (pid {child.pid})" for child in consumers))
 
         producer = _start(
             "producer",
@@ -102,16 +90,16 @@ def run_demo(settings: Settings, count: int, size: int, timeout: float) -> dict[
             log_dir, role_env("producer"),
         )
         children.append(producer)
-        producer.process.wait(timeout=timeout + 60)
-        produced = producer.last_json()
+        producer.wait(timeout + 60)
+        produced = _summary(producer)
         _say(f"producer: published {produced.get('published', 0)} pointers, "
              f"{format_size(produced.get('payload_bytes', 0))} of payload stored as "
              f"{format_size(produced.get('object_bytes', 0))} gzip")
 
         verified = 0
         for child in consumers:
-            child.process.wait(timeout=60)
-            stats = child.last_json()
+            child.wait(60)
+            stats = _summary(child)
             verified += stats.get("verified_by_job", {}).get(job, 0)
             _say(f"{child.name}: verified {stats.get('verified', 0)}, acked {stats.get('acked', 0)}, "
                  f"dead-lettered {stats.get('dead_lettered', 0)}")
@@ -134,10 +122,4 @@ def run_demo(settings: Settings, count: int, size: int, timeout: float) -> dict[
         }
     finally:
         for child in reversed(children):
-            if child.process.poll() is None:
-                child.process.terminate()
-                try:
-                    child.process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    child.process.kill()
-            child.log.close()
+            child.stop(timeout=15)

@@ -24,11 +24,14 @@ from botocore.exceptions import ClientError
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
 
+from claimcheck.localstack.accounts import ADMIN_S3
+from claimcheck.localstack.ports import HOST, LOCAL
+
 from .conftest import INFRA, one, render
 
 STANDIN = Path(__file__).with_name("mc_standin.py")
-LOCAL_S3 = ("127.0.0.1", 38333)
-LOCAL_S3_KEYS = ("claimcheck", "claimcheck-secret")
+LOCAL_S3 = (HOST, LOCAL.s3)
+LOCAL_S3_KEYS = (ADMIN_S3.user, ADMIN_S3.password)
 
 
 def bucket_job() -> dict[str, Any]:
@@ -224,9 +227,9 @@ def _local_s3_up() -> bool:
 
 
 def test_bucket_is_created_once_on_the_local_s3_server(tmp_path: Path) -> None:
-    """The bucket steps against a real S3 server: SeaweedFS of `make up` on 127.0.0.1:38333."""
+    """The bucket steps against a real S3 server: SeaweedFS of `make up`."""
     if not _local_s3_up():
-        pytest.skip("the local S3 server (SeaweedFS, `make up`) is not running on 127.0.0.1:38333")
+        pytest.skip(f"the local S3 server (SeaweedFS, `make up`) is not running on {HOST}:{LOCAL.s3}")
     import boto3
     from botocore.config import Config
 

@@ -14,7 +14,10 @@ import pytest
 from claimcheck.config import Settings
 from claimcheck.migrate import migrate
 from tests import testkit
-from tests.faults.fault_harness import LedgerProbe, Scenario, diagnostics, restore_stack
+from tests.faults.fault_harness.checks import diagnostics
+from tests.faults.fault_harness.ledger import LedgerProbe
+from tests.faults.fault_harness.scenario import Scenario
+from tests.faults.fault_harness.stack import restore_stack
 from tests.testkit import require_stack
 
 RECOVERIES: list[dict[str, Any]] = []

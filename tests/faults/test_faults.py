@@ -18,18 +18,12 @@ import pytest
 from claimcheck import store, topology
 from claimcheck.producer import store_payload
 from claimcheck.signing import KEY_ID_HEADER, SIGNATURE_HEADER
-from tests.faults.fault_harness import (
-    Component,
-    Fault,
-    Scenario,
-    assert_job_complete,
-    node_index,
-    queue_consumers,
-    queue_leaders,
-    quorum_critical,
-    stack,
-    wait_until,
-)
+from tests.faults.fault_harness.checks import assert_job_complete
+from tests.faults.fault_harness.components import Component
+from tests.faults.fault_harness.recovery import Fault
+from tests.faults.fault_harness.scenario import Scenario
+from tests.faults.fault_harness.stack import STACK, node_index, queue_consumers, queue_leaders, wait_not_quorum_critical
+from tests.testkit import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 
@@ -54,7 +48,7 @@ def inject(sc: Scenario, label: str, producer: Component, **notes: object) -> Fa
 
 def finish(sc: Scenario, producer: Component, faults: list[Fault], expected: int = COUNT) -> dict[str, object]:
     """The producer finishes its run, then the shared checks and the recovery measurements."""
-    assert producer.wait(timeout=120) == 0, f"{producer.name} failed:\n{producer.tail()}"
+    assert producer.wait(120).returncode == 0, f"{producer.name} failed:\n{producer.tail()}"
     result = assert_job_complete(sc, expected=expected)
     for fault in faults:
         fault.notes["benign_dead_letters"] = result["benign_dead_letters"]
@@ -65,7 +59,7 @@ def finish(sc: Scenario, producer: Component, faults: list[Fault], expected: int
 def restart_after_traffic_goes_on(sc: Scenario, fault: Fault, node: int, progress: int = 10) -> None:
     """Traffic must go on without rmq-``node`` (``progress`` more pointers and ACKs), then it comes back."""
     sc.wait_progress_after(fault.at, published=progress, acks=progress, what=f"traffic to continue without rmq-{node}")
-    stack("rmq-start", str(node))
+    STACK.node(node).start()
     fault.restored_at = time.time()
 
 
@@ -95,7 +89,7 @@ def test_rmq_kill_node_and_restart(scenario: Scenario) -> None:
     scenario.wait_flowing()
     victim = pick_follower(scenario)
     fault = inject(scenario, f"kill -9 rmq-{victim} (follower)", producer)
-    stack("rmq-kill", str(victim))
+    STACK.node(victim).kill()
     restart_after_traffic_goes_on(scenario, fault, victim)
     finish(scenario, producer, [fault])
 
@@ -105,8 +99,8 @@ def test_rmq_kill_quorum_leader_and_restart(scenario: Scenario) -> None:
     scenario.wait_flowing()
     victim, led = pick_leader(scenario)
     fault = inject(scenario, f"kill -9 rmq-{victim} (leader of {len(led)} queues)", producer, led=led)
-    stack("rmq-kill", str(victim))
-    victim_name = f"rmq-{victim}@localhost"
+    STACK.node(victim).kill()
+    victim_name = STACK.node(victim).node_name
     wait_until(
         lambda: all(node != victim_name for node in queue_leaders(led).values()),
         60,
@@ -123,7 +117,7 @@ def test_rmq_graceful_stop_and_restart(scenario: Scenario) -> None:
     scenario.wait_flowing()
     victim, led = pick_leader(scenario)
     fault = inject(scenario, f"graceful stop rmq-{victim} (leader of {len(led)} queues)", producer, led=led)
-    stack("rmq-stop", str(victim))
+    STACK.node(victim).stop()
     fault.notes["stop_took_s"] = round(time.time() - fault.at, 2)
     restart_after_traffic_goes_on(scenario, fault, victim)
     finish(scenario, producer, [fault])
@@ -136,9 +130,9 @@ def test_rmq_rolling_restart(scenario: Scenario) -> None:
     scenario.wait_flowing(acks_per_recipient=5, published=10)
     faults = []
     for n in (2, 1, 0):
-        wait_until(lambda n=n: not quorum_critical(n), 120, f"rmq-{n} not quorum-critical", poll=0.5)
+        wait_not_quorum_critical(n, 120, poll=0.5)
         fault = inject(scenario, f"rolling restart: rmq-{n}", producer)
-        stack("rmq-stop", str(n))
+        STACK.node(n).stop()
         restart_after_traffic_goes_on(scenario, fault, n, progress=3)
         faults.append(fault)
     finish(scenario, producer, faults)
@@ -157,7 +151,7 @@ def test_coordinator_kill_and_restart(scenario: Scenario) -> None:
     queues = [topology.COORDINATOR_POINTER_QUEUE, topology.ACK_QUEUE]
     others = max(queue_consumers(queues).values()) - 1
     fault = inject(scenario, "kill -9 coordinator", producer, other_coordinators=others)
-    scenario.coordinator.kill9()
+    scenario.coordinator.kill()
     # The rest keeps working without it: pointers confirmed, payloads verified, ACKs queued.
     scenario.wait_progress_after(fault.at, published=20, acks=20, what="traffic to continue without a coordinator")
     if others == 0:
@@ -194,7 +188,7 @@ def test_consumer_kill_mid_download_and_restart(scenario: Scenario) -> None:
     wait_until(lambda: in_flight(victim, recipient), 90, f"{victim.name} verified one payload and downloads more", poll=0.02)
     fault = inject(scenario, "kill -9 consumer mid-download", producer)
     killed_as = re.findall(r"consumer (\S+) started", "\n".join(victim.messages()))[-1]
-    victim.kill9()
+    victim.kill()
     fault.notes["acked_before_kill"] = len(scenario.acked_log([victim]))
     lines = len(victim.messages())
     fault.restored_at = time.time()
@@ -222,12 +216,12 @@ def test_producer_kill_between_upload_and_publish(scenario: Scenario) -> None:
     producer = scenario.start_all(1000, SIZE, rate=40, coordinator_env=coordinator_env)
     scenario.wait_flowing(published=60)
     fault = inject(scenario, "kill -9 producer mid-run", producer)
-    producer.kill9()
+    producer.kill()
     killed_published = {object_id for _, object_id in scenario.published_log()}
     # The producer's Job is restarted with the same job id; it stores and publishes new payloads.
     fault.restored_at = time.time()
     rerun = scenario.start_producer(50, SIZE, rate=0)
-    assert rerun.wait(timeout=120) == 0, f"the restarted producer failed:\n{rerun.tail()}"
+    assert rerun.wait(120).returncode == 0, f"the restarted producer failed:\n{rerun.tail()}"
     wait_until(lambda: not any(scenario.recipient_queue_depths().values()), 60, "the recipient queues drained")
     result = assert_job_complete(scenario, expected=None, allow_orphans=True)
     published = scenario.ledger.published_ids(scenario.job)
@@ -280,10 +274,10 @@ def test_postgres_restart(scenario: Scenario) -> None:
     producer = scenario.start_all(COUNT, SIZE, rate=20)
     scenario.wait_flowing()
     fault = inject(scenario, "PostgreSQL stop/start", producer)
-    stack("pg-stop")
+    STACK.postgresql.stop()
     # The broker side keeps flowing while the ledger is down; then the ledger comes back.
     scenario.wait_progress_after(fault.at, published=40, acks=40, what="traffic to continue without the ledger")
-    stack("pg-start")
+    STACK.postgresql.start()
     fault.restored_at = time.time()
     finish(scenario, producer, [fault])
 
@@ -293,11 +287,11 @@ def test_s3_stop_and_restart(scenario: Scenario) -> None:
     producer = scenario.start_all(COUNT, "256KB", rate=0, parallelism=1)
     scenario.wait_flowing()
     fault = inject(scenario, "S3 stop/start", producer)
-    stack("s3-stop")
+    STACK.s3.stop()
     # Down until the clients demonstrably stalled: no confirmed publish or ACK for 2 s.
     scenario.wait_quiet(2.0, 30, "traffic to stall without S3")
     fault.notes["stalled_after_s"] = round(time.time() - fault.at - 2.0, 2)
-    stack("s3-start")
+    STACK.s3.start()
     fault.restored_at = time.time()
     finish(scenario, producer, [fault])
 
@@ -306,7 +300,7 @@ def test_haproxy_restart(scenario: Scenario) -> None:
     producer = scenario.start_all(COUNT, SIZE, rate=20)
     scenario.wait_flowing()
     fault = inject(scenario, "HAProxy restart", producer)
-    stack("haproxy-restart")
+    STACK.haproxy.restart()
     fault.restored_at = time.time()
     finish(scenario, producer, [fault])
 

@@ -2,25 +2,21 @@
 connection instead of hanging, and the message arrives exactly as sent once the broker recovers."""
 
 import logging
-import subprocess
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pika
 import pytest
 
 from claimcheck.config import Settings
+from claimcheck.localstack.services import LocalStack
 from claimcheck.publisher import BrokerSession, parameters
 from tests.integration.integration_helpers import unique, wait_until
-
-STACK = Path(__file__).resolve().parents[2] / "scripts" / "stack.sh"
 
 
 def set_memory_watermark(*value: str) -> None:
     """Set node rmq-0's memory high watermark; an alarm on one node blocks publishers cluster-wide."""
-    subprocess.run(["bash", str(STACK), "rabbitmqctl", "0", "set_vm_memory_high_watermark", *value],
-                   check=True, capture_output=True, timeout=60)
+    LocalStack.from_env().node(0).rabbitmqctl("set_vm_memory_high_watermark", *value, timeout=60)
 
 
 @pytest.fixture

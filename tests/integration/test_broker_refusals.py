@@ -21,11 +21,11 @@ import pytest
 from claimcheck import topology
 from claimcheck.config import Settings
 from claimcheck.consumer import RecipientConsumer
+from claimcheck.localstack.daemons import StackError
+from claimcheck.localstack.services import LocalStack
 from claimcheck.publisher import BrokerRefused, BrokerSession, parameters
 from tests.testkit import management, unique
 
-REPO = Path(__file__).resolve().parents[2]
-STACK = REPO / "scripts" / "stack.sh"
 CLAIMCHECK = Path(sys.executable).with_name("claimcheck")
 DEADLINE = 20.0  # seconds a refused component may take to give up; a retry loop never would
 
@@ -147,14 +147,12 @@ def test_a_queue_declared_with_other_arguments_is_refused(settings: Settings) ->
 
 
 def configured_max_message_size() -> int | None:
-    result = subprocess.run(
-        ["bash", str(STACK), "rabbitmqctl", "0", "eval", "application:get_env(rabbit, max_message_size)."],
-        capture_output=True, text=True, timeout=60, check=False,
-    )
-    text = result.stdout.strip()
-    if result.returncode != 0 or not text.startswith("{ok,"):
+    try:
+        text = LocalStack.from_env().node(0).rabbitmqctl("eval", "application:get_env(rabbit, max_message_size).", timeout=60)
+    except StackError:
         return None
-    return int(text.removeprefix("{ok,").rstrip("}"))
+    text = text.strip()
+    return int(text.removeprefix("{ok,").rstrip("}")) if text.startswith("{ok,") else None
 
 
 def test_a_message_over_the_brokers_max_message_size_is_refused(
@@ -162,7 +160,7 @@ def test_a_message_over_the_brokers_max_message_size_is_refused(
 ) -> None:
     limit = configured_max_message_size()
     if limit is None or limit > 8 * 1024 * 1024:
-        pytest.skip(f"the stack's max_message_size is {limit}: set a small one in scripts/stack.sh (issue 11)")
+        pytest.skip(f"the stack's max_message_size is {limit}: set a small one in localstack/templates/rabbitmq.conf.tmpl")
     (recipient,) = recipients("oversized")
     session = BrokerSession(settings.amqp_url, lambda channel: topology.declare(channel, [recipient]), confirm_timeout=5)
     try:

@@ -1,5 +1,5 @@
 """Least privilege against the real local stack: each role's own credentials (the broker users,
-S3 identities and PostgreSQL roles `make up` provisions, claimcheck/localstack.py) cannot do what
+S3 identities and PostgreSQL roles `make up` provisions, claimcheck/localstack/accounts.py) cannot do what
 another role does, and a rotated pointer key rolls through a running system without a loss."""
 
 import threading
@@ -15,11 +15,12 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from claimcheck import localstack, topology
+from claimcheck import topology
 from claimcheck.config import Settings
 from claimcheck.consumer import RecipientConsumer
 from claimcheck.coordinator import Coordinator
 from claimcheck.ledger import Ledger
+from claimcheck.localstack import accounts
 from claimcheck.producer import RunRequest, publish_pointer
 from claimcheck.producer import run as run_producer
 from claimcheck.protocol import Pointer
@@ -35,7 +36,7 @@ def groups(settings: Settings) -> Iterator[tuple[str, str]]:
     """Two recipient groups with their own broker users, provisioned like `make up` does."""
     billing, audit = unique("billing"), unique("audit")
     provision(settings.amqp_url, settings.management_url, [billing, audit],
-              parse_users(localstack.broker_users([billing, audit])))
+              parse_users(accounts.broker_users([billing, audit])))
     yield billing, audit
     connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
     channel = connection.channel()
@@ -46,7 +47,7 @@ def groups(settings: Settings) -> Iterator[tuple[str, str]]:
 
 def as_role(settings: Settings, role: str, group: str | None = None) -> Settings:
     """``settings`` with a role's local credentials."""
-    env = localstack.role_env(role, group)
+    env = accounts.role_env(role, group)
     return settings.model_copy(update={key.removeprefix("CLAIMCHECK_").lower(): value for key, value in env.items()})
 
 
@@ -72,8 +73,8 @@ def broker_refuses(url: str, action: Callable[[Any], object]) -> str:
 
 
 def s3_as(role: str) -> Any:
-    account, _ = localstack.S3[role]
-    return boto3.client("s3", endpoint_url="http://127.0.0.1:38333", aws_access_key_id=account.user,
+    account, _ = accounts.S3[role]
+    return boto3.client("s3", endpoint_url=Settings().s3_endpoint_url, aws_access_key_id=account.user,
                         aws_secret_access_key=account.password, region_name="us-east-1",
                         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
 
@@ -138,7 +139,7 @@ def test_the_coordinator_may_not_confirm_or_read_a_groups_queue(settings: Settin
 
 
 def test_the_status_role_reads_the_ledger_and_writes_nothing(settings: Settings, migrated: None) -> None:
-    connection = psycopg2.connect(localstack.role_env("reader")["CLAIMCHECK_DATABASE_URL"])
+    connection = psycopg2.connect(accounts.role_env("reader")["CLAIMCHECK_DATABASE_URL"])
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM objects")

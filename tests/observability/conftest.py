@@ -1,5 +1,5 @@
 """Fixtures of the observability tests: one real run through the local stack, scraped by the
-local Prometheus (``make up`` starts it on 127.0.0.1:39090).
+local Prometheus (``make up`` starts it, claimcheck/localstack).
 
 The run is isolated from whatever else uses the stack at the same time (other tests, a demo,
 benchmarks, fault injection): its own RabbitMQ vhost, ledger database and bucket, so its
@@ -27,6 +27,7 @@ from claimcheck import producer as producing
 from claimcheck import store, topology
 from claimcheck.config import Settings
 from claimcheck.httpapi import routes_for, serve
+from claimcheck.localstack.ports import LOCAL
 from claimcheck.migrate import migrate
 from claimcheck.publisher import parameters
 from tests.observability.observability_support import (
@@ -40,6 +41,7 @@ from tests.observability.observability_support import (
     scrape,
     wait_until,
 )
+from tests.testkit import MANAGEMENT_API
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_DIR = Path(os.environ.get("CLAIMCHECK_STACK_DIR", ROOT / ".stack"))
@@ -63,7 +65,7 @@ def _isolated_settings(base: Settings) -> Settings:
 
 
 def _fresh_vhost(settings: Settings) -> None:
-    api = "http://127.0.0.1:45672/api"
+    api = MANAGEMENT_API
 
     def recreate() -> bool:
         try:
@@ -102,7 +104,7 @@ def _fresh_database(base: Settings) -> None:
 @pytest.fixture(scope="session")
 def observed_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObservedRun]:
     base = Settings()
-    if not reachable(39090):
+    if not reachable(LOCAL.prometheus):
         pytest.fail(f"Prometheus is not reachable at {PROMETHEUS_URL}: start the local stack with `make up`")
     settings = _isolated_settings(base)
     _fresh_database(base)

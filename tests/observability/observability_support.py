@@ -10,10 +10,11 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from claimcheck.localstack.ports import HOST, LOCAL
 from tests.testkit import free_port as free_port  # re-exported for the suite
 from tests.testkit import wait_until as wait_until
 
-PROMETHEUS_URL = "http://127.0.0.1:39090"
+PROMETHEUS_URL = f"http://{HOST}:{LOCAL.prometheus}"
 
 # (metric name, sorted label pairs) -> value, as one scrape of a /metrics endpoint reads.
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

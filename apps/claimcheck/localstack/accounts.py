@@ -1,5 +1,5 @@
-"""The local stack's account for each role (``make up``): one source for the stack script, the
-Makefile, the demo and the tests.
+"""The local stack's account for each role (``make up``): one source for the stack (services.py),
+the Makefile, the demo and the tests.
 
 Like RabbitMQ's guest/guest these credentials are public: they exist only on a stack bound to
 loopback. On Kubernetes the charts generate every credential (docs/kubernetes.md).
@@ -11,13 +11,12 @@ loopback. On Kubernetes the charts generate every credential (docs/kubernetes.md
     python -m claimcheck.localstack reader-sql              # the read-only PostgreSQL role
 """
 
-import json
-import sys
 from dataclasses import dataclass
 
-HOST = "127.0.0.1"
-AMQP_PORT = 35672
-DATABASE = f"{HOST}:35432/claimcheck"
+from claimcheck.localstack.ports import HOST, LOCAL
+
+DATABASE_NAME = "claimcheck"
+DATABASE = f"{HOST}:{LOCAL.postgresql}/{DATABASE_NAME}"
 BUCKET = "claimcheck"
 
 
@@ -50,7 +49,7 @@ def role_env(role: str, group: str | None = None) -> dict[str, str]:
     broker = broker_account(role, group)
     s3, _ = S3[role]
     env = {
-        "CLAIMCHECK_AMQP_URL": f"amqp://{broker.user}:{broker.password}@{HOST}:{AMQP_PORT}/%2F",
+        "CLAIMCHECK_AMQP_URL": f"amqp://{broker.user}:{broker.password}@{HOST}:{LOCAL.amqp}/%2F",
         "CLAIMCHECK_S3_ACCESS_KEY_ID": s3.user,
         "CLAIMCHECK_S3_SECRET_ACCESS_KEY": s3.password,
     }
@@ -89,27 +88,9 @@ def reader_sql() -> str:
 END $$;
 ALTER ROLE {reader.user} WITH LOGIN PASSWORD '{reader.password}';
 ALTER ROLE {reader.user} SET default_transaction_read_only = on;
-GRANT CONNECT ON DATABASE claimcheck TO {reader.user};
-\\c claimcheck
+GRANT CONNECT ON DATABASE {DATABASE_NAME} TO {reader.user};
+\\c {DATABASE_NAME}
 GRANT USAGE ON SCHEMA public TO {reader.user};
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO {reader.user};
 ALTER DEFAULT PRIVILEGES FOR ROLE {owner.user} IN SCHEMA public GRANT SELECT ON TABLES TO {reader.user};
 """
-
-
-def main(argv: list[str]) -> None:
-    command, *rest = argv or ["help"]
-    if command == "env":
-        print("\n".join(f"{key}={value}" for key, value in role_env(*rest).items()))
-    elif command == "broker-users":
-        print(broker_users([name for name in (rest[0] if rest else "").split(",") if name]))
-    elif command == "s3-config":
-        print(json.dumps(s3_config(), indent=2))
-    elif command == "reader-sql":
-        print(reader_sql())
-    else:
-        sys.exit(__doc__)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
