@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg2
 
-from bench.stack import PYTHON, BenchEnv, CpuMeter, Proc, free_port, mgmt, quote
+from bench.stack import PYTHON, BenchEnv, CpuMeter, Proc, free_port, mgmt, queue_counters, quote
 
 log = logging.getLogger("bench")
 MiB = 1024 * 1024
@@ -43,6 +43,9 @@ class Run:
     stages: dict[str, float] = field(default_factory=dict)
     failed_attempts: list[str] = field(default_factory=list)
     error: str = ""
+    # From the broker's own counters (runs asked to count them): per object, over every queue.
+    enqueues_per_object: float = 0.0
+    settlements_per_object: float = 0.0
 
     @property
     def mib_per_s(self) -> float:
@@ -200,8 +203,10 @@ class Pipeline:
 
     # -- measurements ---------------------------------------------------------------------------
 
-    def run(self, size: int, count: int, groups: int, rate: float = 0.0, parallelism: int | None = None) -> Run:
-        """One producer run through the whole pipeline, until every object is deleted."""
+    def run(self, size: int, count: int, groups: int, rate: float = 0.0, parallelism: int | None = None,
+            broker_commands: bool = False) -> Run:
+        """One producer run through the whole pipeline, until every object is deleted; with
+        ``broker_commands``, also the broker's enqueues and settlements per object."""
         self._seq += 1
         job = f"{self.env.run_id}-{self.name}-{self._seq:03d}"
         result = Run("pipeline", size, count, groups, rate)
@@ -211,6 +216,7 @@ class Pipeline:
             args += ["--rate", f"{rate:.3f}"]
         if parallelism:
             args += ["--parallelism", str(parallelism)]
+        counters = queue_counters(self.vhost) if broker_commands else (0, 0)
         before = self.meter.snapshot()
         producer = self.env.claimcheck(f"{self.name}-producer-{self._seq:03d}", args, self.child_env, measure=True)
         timeout = 120 + count * size / MiB * 1.0 + (count / rate if rate else 0)
@@ -237,6 +243,9 @@ class Pipeline:
         result.producer_rss = finished.maxrss_bytes
         result.cpu = cpu
         result.stages = self.stages(job)
+        if broker_commands:
+            enqueues, settlements = (after - start for after, start in zip(queue_counters(self.vhost), counters, strict=True))
+            result.enqueues_per_object, result.settlements_per_object = enqueues / count, settlements / count
         from bench.stack import count_prefix
 
         result.leftover_objects = count_prefix(self.env.bucket, f"{job}/")

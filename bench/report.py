@@ -104,6 +104,12 @@ def _summary_section(results: dict[str, Any]) -> list[str]:
         met = statistics.median(ratios) >= 0.8 if ratios else None
         rows.append(["full pipeline ≥ 80 % of the stack limit, 1 MiB, 2 groups",
                      fmt_summary([100 * r for r in ratios], 3) + " %", _goal(met)])
+        counted = [run for run in ok(one["pipeline"]) if run.get("enqueues_per_object")]
+        if counted:
+            enqueues = [run["enqueues_per_object"] for run in counted]
+            rows.append(["broker enqueues per object, 1 MiB, 2 groups (the broker's own counters) ≤ 3",
+                         fmt_summary(enqueues, 3), _goal(statistics.median(enqueues) <= 3)])
+            rows.append(["… settlements per object", fmt_summary([run["settlements_per_object"] for run in counted], 3), ""])
         ceilings = ceiling_percent(one, results.get("machine", {}).get("cores") or 1)
         if ceilings:
             rows.append(["… the most this machine allows if producer, consumers and coordinator cost no CPU "

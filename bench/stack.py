@@ -61,6 +61,28 @@ def mgmt(method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any
     return json.loads(raw) if raw else None
 
 
+def queue_counters(vhost: str, settle_seconds: float = 3.0, timeout: float = 30.0) -> tuple[int, int]:
+    """``(enqueues, settlements)`` the broker counted over every queue of ``vhost`` so far.
+
+    From the management API's per-queue ``message_stats`` (``publish``: messages enqueued into
+    the queue; ``ack``: deliveries settled by acknowledgement), which the broker refreshes every
+    few seconds: read until two reads ``settle_seconds`` apart agree.
+    """
+    def read() -> tuple[int, int]:
+        queues = mgmt("GET", f"/api/queues/{quote(vhost)}?columns=name,message_stats") or []
+        stats = [queue.get("message_stats") or {} for queue in queues]
+        return sum(int(s.get("publish", 0)) for s in stats), sum(int(s.get("ack", 0)) for s in stats)
+
+    deadline = time.monotonic() + timeout
+    last = read()
+    while True:
+        time.sleep(settle_seconds)
+        current = read()
+        if current == last or time.monotonic() > deadline:
+            return current
+        last = current
+
+
 def quote(name: str) -> str:
     return urllib.parse.quote(name, safe="")
 

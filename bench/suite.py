@@ -141,7 +141,7 @@ def size_sweep(env: BenchEnv, pipeline: Pipeline, config: Config) -> list[dict[s
                                  "latency": [], "context": [context()], "limit_startup_cpu": startup}
         pipe_runs: list[Run] = []
         for rep in range(config.repeats):
-            run = attempt(pipeline.run, size, count, 2)
+            run = attempt(pipeline.run, size, count, 2, broker_commands=size in config.headline_sizes)
             pipe_runs.append(run)
             entry["pipeline"].append(run.as_dict())
             object_size = _object_size(pipe_runs) or int(size * 0.76)
