@@ -28,6 +28,7 @@ import psycopg2
 from bench import profiling
 from bench.stack import BenchEnv, delete_prefix
 from claimcheck import topology
+from claimcheck.ledger import single_row
 
 log = logging.getLogger("bench")
 
@@ -144,7 +145,7 @@ class CoordinatorBench:
                     with db.cursor() as cursor:
                         cursor.execute("SELECT (SELECT count(*) FROM acks), "
                                        "(SELECT count(*) FROM objects WHERE state = 'deleted')")
-                        counted, deleted = cursor.fetchone()
+                        counted, deleted = single_row(cursor)
                 except (psycopg2.OperationalError, psycopg2.InterfaceError):
                     time.sleep(1.0)  # PostgreSQL restarted by another user of the stack
                     db = psycopg2.connect(dsn)
@@ -160,7 +161,7 @@ class CoordinatorBench:
                                          extract(epoch FROM (SELECT max(acked_at) FROM acks)),
                                          extract(epoch FROM (SELECT max(pointer_seen_at) FROM objects)),
                                          extract(epoch FROM (SELECT max(deleted_at) FROM objects))""")
-                first, last_ack, last_pointer, last_deleted = (float(value) for value in cursor.fetchone())
+                first, last_ack, last_pointer, last_deleted = (float(value) for value in single_row(cursor))
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(60)

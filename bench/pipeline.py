@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg2
+from psycopg2 import extensions as pg
 
 from bench.stack import PYTHON, BenchEnv, CpuMeter, Proc, free_port, mgmt, queue_counters, quote
 
@@ -95,7 +96,7 @@ class Pipeline:
         self._consumer_args = consumer_args
         self.coordinator: Proc | None = None
         self.consumers: list[Proc] = []
-        self._db = None
+        self._db: pg.connection | None = None
 
     def start(self) -> "Pipeline":
         self.coordinator = self.env.claimcheck(f"{self.name}-coordinator", ["coordinator", "--http-port", str(self.port)],
@@ -142,7 +143,7 @@ class Pipeline:
 
     # -- ledger ---------------------------------------------------------------------------------
 
-    def _ledger(self) -> Any:
+    def _ledger(self) -> pg.connection:
         if self._db is None or self._db.closed:
             self._db = psycopg2.connect(self.dsn, connect_timeout=10)
             self._db.autocommit = True

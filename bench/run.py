@@ -14,13 +14,12 @@ import json
 import logging
 import os
 import signal
-import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from bench import report, suite
+from bench import profiling, report, suite
 from bench.pipeline import Pipeline
 from bench.stack import REPO, BenchEnv, ensure_bucket
 
@@ -60,7 +59,7 @@ def run_suite(config: suite.Config, sections: list[str], workdir: Path,
                 if "groups" in sections:
                     results["groups"] = suite.groups_sweep(env, pipeline, config)
                     save(results)
-                if "profile" in sections and suite.profiling.available():
+                if "profile" in sections and profiling.available():
                     results["profile"] = suite.profile_pipeline(env, pipeline)
                     save(results)
             finally:
@@ -124,4 +123,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     @field_validator(*_KEY_PARSERS)
     @classmethod
     def _keys_parse(cls, value: str, info: ValidationInfo) -> str:
+        assert info.field_name is not None  # a field validator always runs for a named field
         if value:
             _KEY_PARSERS[info.field_name](value)  # a KeyFormatError names the setting
         return value

@@ -11,6 +11,7 @@ fault (and from its repair) to its next confirmed publish / ACK (docs/failure-mo
 import re
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 import pika
 import pytest
@@ -24,6 +25,9 @@ from tests.faults.fault_harness.recovery import Fault
 from tests.faults.fault_harness.scenario import Scenario
 from tests.faults.fault_harness.stack import STACK, node_index, queue_consumers, queue_leaders, wait_not_quorum_critical
 from tests.testkit import wait_until
+
+if TYPE_CHECKING:
+    from pika.data import _ArgumentMapping  # the stubs' name for a header table; pika has none at runtime
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 
@@ -308,7 +312,7 @@ def test_haproxy_restart(scenario: Scenario) -> None:
 # ------------------------------------------------------------------------- hostile input --
 
 
-def hostile_messages() -> list[tuple[bytes, dict[str, object]]]:
+def hostile_messages() -> list[tuple[bytes, "_ArgumentMapping"]]:
     """Forged, malformed, oversized and odd-header messages; none of them may be processed."""
     return [
         (b"{}", {KEY_ID_HEADER: "local", SIGNATURE_HEADER: "\u00e9" * 64}),  # crashed every process before
@@ -366,7 +370,7 @@ def parked(scenario: Scenario, prefix: str) -> int:
             method, properties, _ = channel.basic_get(topology.DEAD_LETTER_QUEUE, auto_ack=True)
             if method is None:
                 return _PARKED.get(prefix, 0)
-            if (properties.message_id or "").startswith(f"{prefix}-"):
+            if properties is not None and (properties.message_id or "").startswith(f"{prefix}-"):
                 _PARKED[prefix] = _PARKED.get(prefix, 0) + 1
     finally:
         connection.close()
