@@ -349,9 +349,10 @@ class PostgreSQL(Service):
 
     command = "postgres"
 
-    def __init__(self, stack: "LocalStack", name: str) -> None:
-        super().__init__(stack, name)
-        self.pid_file = PidFile(self.base / "data" / "postmaster.pid", self.command)
+    def pid(self) -> int | None:
+        # postmaster.pid, PostgreSQL's own, wherever the cluster is: read each time, because
+        # where it is (``base``) is decided only when the stack directory first exists.
+        return PidFile(self.base / "data" / "postmaster.pid", self.command).pid()
 
     @property
     def base(self) -> Path:
@@ -403,8 +404,8 @@ class PostgreSQL(Service):
 
     def _launch(self) -> None:
         daemons.ensure_free(self.name, [self.stack.ports.postgresql])
-        self._init()
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        self._init()
         # pg_ctl -w waits for the server; without -l the server logs to pg_ctl's stdout: our log file.
         with self.log.open("ab") as log:
             started = subprocess.run(["runuser", "-u", "postgres", "--", str(POSTGRESQL_BIN / "pg_ctl"), "-D",
