@@ -45,6 +45,11 @@ def plot_sizes(sizes: list[dict[str, Any]], out: Path, cores: int) -> str:
     limits = [[r["objects_per_s"] * r["size"] / MiB for r in results.ok(e["limit"]) if results.finite(r["objects_per_s"])]
               for e in sizes]
     _errorbar(ax, xs, limits, "stack limit (S3 only)", linestyle="--")
+    extended = [(e, found) for e in sizes if (found := results.repetition_extended(e, cores))]
+    if extended:
+        _errorbar(ax, [e["size"] / MiB for e, _ in extended],
+                  [[x.rate * e["size"] / MiB for x in found] for e, found in extended],
+                  "extended ceiling (+ required gzip, gunzip, sha256)", linestyle="-.")
     ax.set(xscale="log", yscale="log", xlabel="payload size (MiB)", ylabel="payload MiB/s",
            title="Throughput, 2 recipient groups")
     ax.legend()
@@ -55,6 +60,10 @@ def plot_sizes(sizes: list[dict[str, Any]], out: Path, cores: int) -> str:
     if bounded:
         _errorbar(ax, [e["size"] / MiB for e, _ in bounded], [ceiling for _, ceiling in bounded],
                   "ceiling on this machine (broker + ledger CPU)", linestyle="--")
+    if extended:
+        _errorbar(ax, [e["size"] / MiB for e, _ in extended],
+                  [[100 * x.of_limit for x in found] for _, found in extended], "extended ceiling (+ required per-byte passes)",
+                  linestyle="-.")
     ax.axhline(80, color="grey", linestyle=":", label="goal 80 %")
     ax.set(xscale="log", xlabel="payload size (MiB)", ylabel="% of the stack limit", title="Share of the limit reached")
     ax.set_ylim(bottom=0)

@@ -3,9 +3,10 @@ that both the document (bench/report.py) and the plots (bench/plots.py) are made
 
 import math
 import statistics
-from typing import Any
+from typing import Any, NamedTuple
 
 from bench import profiling
+from bench.passes import WHOLE
 from bench.stats import percentile
 
 MiB = 1024 * 1024
@@ -46,8 +47,19 @@ def cpu_per_object(runs: list[dict[str, Any]], component: str) -> float:
     return statistics.median(values) if values else math.nan
 
 
-def repetition_ceilings(entry: dict[str, Any], cores: int) -> list[tuple[float, float, float, float]]:
-    """Per repetition: (B, L, limit cores busy, ceiling) as bench/report.py (_ceiling_lines) explains; B and L in CPU s/object."""
+class Ceiling(NamedTuple):
+    """One repetition's ceiling from CPU accounting, as bench/report.py (_ceiling_lines) explains."""
+
+    extra: float  # B: RabbitMQ + PostgreSQL CPU s/object in the pipeline run
+    own: float  # L: the limit run's CPU s/object (processes without start-up, plus the S3 server)
+    busy: float  # cores the limit run kept busy over its timed span
+    share: float  # cores / (L + B) as a share of the limit's objects/s
+    limit_rate: float  # the limit's objects/s
+    pipeline_rate: float  # the pipeline's objects/s in the same repetition
+
+
+def repetition_ceilings(entry: dict[str, Any], cores: int) -> list[Ceiling]:
+    """Per repetition that has both runs and the limit's start-up CPU, its :class:`Ceiling`."""
     startup = entry.get("limit_startup_cpu")
     out = []
     for pipe, limit in zip(entry.get("pipeline", []), entry.get("limit", []), strict=False):
@@ -57,13 +69,69 @@ def repetition_ceilings(entry: dict[str, Any], cores: int) -> list[tuple[float, 
         extra = (pipe["cpu"].get("rabbitmq", 0.0) + pipe["cpu"].get("postgresql", 0.0)) / pipe["count"]
         busy = max(0.0, sum(limit["cpu"].values()) - startup) / limit["count"] * limit["objects_per_s"]
         own = min(busy, cores) / limit["objects_per_s"]  # above `cores` is accounting noise, see _ceiling_lines
-        out.append((extra, own, busy, cores / (own + extra) / limit["objects_per_s"]))
+        out.append(Ceiling(extra, own, busy, cores / (own + extra) / limit["objects_per_s"], limit["objects_per_s"],
+                           pipe.get("objects_per_s", math.nan)))
     return out
 
 
 def ceiling_percent(entry: dict[str, Any], cores: int) -> list[float]:
     """The ceiling per repetition, in %."""
-    return [100 * c[3] for c in repetition_ceilings(entry, cores)]
+    return [100 * c.share for c in repetition_ceilings(entry, cores)]
+
+
+# -- the product's per-byte work (bench/passes.py) -------------------------------------------------
+
+# What the guarantee needs per object: the producer compresses and hashes the payload once; every
+# recipient group decompresses it (bounded) and hashes it once.
+REQUIRED_PRODUCER = ("gzip", "sha256_payload")
+REQUIRED_PER_GROUP = ("gunzip", "sha256_payload")
+
+
+def pass_cpu(passes: dict[str, Any], key: str) -> float:
+    """Median CPU seconds of one pass over one payload; for a ``*_rest`` key, its whole measurement
+    minus the passes timed alone in it. NaN when not measured."""
+    if key in WHOLE:
+        whole, parts = WHOLE[key]
+        return max(0.0, pass_cpu(passes, whole) - sum(pass_cpu(passes, part) for part in parts))
+    samples = passes.get(key, {}).get("cpu_seconds") or []
+    return statistics.median(samples) if samples else math.nan
+
+
+def pass_mib_per_s(passes: dict[str, Any], key: str, size: int) -> float:
+    """Wall-clock payload MiB/s of one pass over a payload of ``size`` bytes (median over its samples)."""
+    samples = passes.get(key, {}).get("wall_seconds") or []
+    return size / MiB / statistics.median(samples) if samples and statistics.median(samples) else math.nan
+
+
+def required_pass_cpu(passes: dict[str, Any], groups: int) -> float:
+    """CPU seconds per object of the per-byte work the guarantee requires, with ``groups`` recipient groups."""
+    return (sum(pass_cpu(passes, key) for key in REQUIRED_PRODUCER)
+            + groups * sum(pass_cpu(passes, key) for key in REQUIRED_PER_GROUP))
+
+
+def extended_ceiling(cores: int, limit_rate: float, own: float, extra: float, per_byte: float) -> float:
+    """Objects/s the pipeline cannot exceed: ``cores`` spent on the limit's S3 work (``own``), the broker's
+    and ledger's (``extra``) and the required per-byte passes (``per_byte``), all CPU s/object; and
+    never more than the limit itself, which does strictly less."""
+    return min(limit_rate, cores / (own + extra + per_byte))
+
+
+class Extended(NamedTuple):
+    """One repetition's extended ceiling (:func:`extended_ceiling`)."""
+
+    rate: float  # objects/s
+    reached: float  # the pipeline's objects/s as a share of it
+    of_limit: float  # it as a share of the limit's objects/s
+
+
+def repetition_extended(entry: dict[str, Any], cores: int) -> list[Extended]:
+    """Per repetition, its :class:`Extended` ceiling; empty for a results file from before the per-byte measurement."""
+    measured = (entry.get("per_byte") or {}).get("passes")
+    per_byte = required_pass_cpu(measured, entry["groups"]) if measured else math.nan
+    if not finite(per_byte):
+        return []
+    ceilings = [(c, extended_ceiling(cores, c.limit_rate, c.own, c.extra, per_byte)) for c in repetition_ceilings(entry, cores)]
+    return [Extended(rate, c.pipeline_rate / rate, rate / c.limit_rate) for c, rate in ceilings]
 
 
 def busy_shares(counts: dict[str, int]) -> dict[str, float]:

@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import profiling
+from bench import passes, profiling
 from bench.coordbench import CoordinatorBench
 from bench.memory import Memory
 from bench.pipeline import Pipeline, Run
@@ -128,7 +128,7 @@ def _object_size(runs: list[Run]) -> int:
 
 
 def size_sweep(env: BenchEnv, pipeline: Pipeline, config: Config) -> list[dict[str, Any]]:
-    """Every size with 2 groups: pipeline and limit interleaved, then offered-load latency runs."""
+    """Every size with 2 groups: pipeline and limit interleaved, the per-byte passes, then offered-load latency runs."""
     results = []
     # CPU the limit's three processes spend starting up, to take out of its CPU per object.
     # A failed measurement leaves it unknown (None), and the report then shows no ceiling.
@@ -148,6 +148,8 @@ def size_sweep(env: BenchEnv, pipeline: Pipeline, config: Config) -> list[dict[s
             entry["limit"].append(attempt(pipeline.limit, size, count, 2, object_size).as_dict())
             log.info("  rep %d: pipeline %.1f obj/s, limit %.1f obj/s", rep + 1, run.objects_per_s,
                      entry["limit"][-1]["objects_per_s"])
+        # The product's per-byte work on payloads of this size, for the extended ceiling (bench/passes.py).
+        entry["per_byte"] = passes.measure(size, config.repeats)
         if size in config.headline_sizes:
             rates = [run.objects_per_s for run in pipe_runs if not run.error and run.objects_per_s == run.objects_per_s]
             if rates:
