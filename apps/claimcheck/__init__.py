@@ -1,12 +1,51 @@
 """claimcheck: large-message offloading for RabbitMQ with refcounted, exactly-once deletion.
 
+The library (docs/library.md)::
+
+    from claimcheck import Producer, Consumer, wait_until_deleted
+
+    with Producer() as producer:
+        pointer = producer.send(Path("report.pdf"), recipients=["billing", "audit"], content_type="application/pdf")
+
+    Consumer("billing", lambda message: print(message.object_id, message.read()[:20])).run(stop)
+
+Importing it registers no Prometheus metrics (see :func:`register_metrics`) and starts no threads.
+
 The data path, one module per step:
-produce (producer, payload) -> store (store) -> publish (publisher) -> consume (consumer, amqp_loop)
--> verify (store.download_verified) -> ack (consumer) -> count (ledger) -> delete (coordinator).
+send (producer, sources, payload) -> store (store) -> publish (publisher) -> consume (consumer, amqp_loop)
+-> verify (store.open_verified) -> ack (consumer) -> count (ledger) -> delete (coordinator).
 
 Around it: protocol and signing (the messages and who may sign them), topology (queues and
 exchanges), config (settings), coordinator_client (the coordinator's HTTP API seen from other
-components), migrate (the ledger's schema), sweeper (orphans), status (the ``status`` command).
+components), deletion (waiting for a run's deletions), migrate (the ledger's schema), sweeper
+(orphans), status (the ``status`` command).
 """
 
+from claimcheck.config import Settings
+from claimcheck.consumer import Consumer, Message
+from claimcheck.deletion import DeletionReport, NotDeleted, wait_until_deleted
+from claimcheck.metrics import register as register_metrics
+from claimcheck.producer import Producer
+from claimcheck.protocol import Pointer
+from claimcheck.publisher import BrokerRefused
+from claimcheck.store import StorageConfigError, StorageOptions
+from claimcheck.topology import NotProvisioned
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "BrokerRefused",
+    "Consumer",
+    "DeletionReport",
+    "Message",
+    "NotDeleted",
+    "NotProvisioned",
+    "Pointer",
+    "Producer",
+    "Settings",
+    "StorageConfigError",
+    "StorageOptions",
+    "__version__",
+    "register_metrics",
+    "wait_until_deleted",
+]

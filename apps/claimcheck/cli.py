@@ -9,14 +9,15 @@ import re
 import signal
 import sys
 import threading
-import time
+from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import click
 from pydantic import ValidationError
 
 from claimcheck import logsetup, runtime, store, topology
-from claimcheck.config import InsecureDefault, settings
+from claimcheck.config import InsecureDefault, Settings, settings
 from claimcheck.localstack.ports import LOCAL
 from claimcheck.protocol import RESERVED_RECIPIENTS
 from claimcheck.publisher import BrokerRefused, BrokerSession
@@ -75,8 +76,14 @@ def _job(ctx: click.Context, param: click.Parameter, value: str | None) -> str |
 
 def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
+
+    def request_stop(*_: object) -> None:
+        # A second signal during the first one's set() would block on the event's lock forever.
+        if not stop.is_set():
+            stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, request_stop)
     return stop
 
 
@@ -126,13 +133,14 @@ def cli() -> None:
 @click.option("--parallelism", type=click.IntRange(1, 64), default=2, show_default=True, help="Concurrent uploads.")
 @click.option("--rate", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Publish at most this many pointers per second (0: unlimited).")
+@click.option("--inline/--no-inline", default=False, show_default=True,
+              help="Let payloads up to CLAIMCHECK_INLINE_THRESHOLD travel inside the pointer (default: all through S3).")
 @click.option("--http-port", type=click.IntRange(0, 65535), default=0, envvar="CLAIMCHECK_PRODUCER_HTTP_PORT",
               help="Serve /healthz, /readyz and /metrics on this port while running (0: none).")
 def producer(job: str | None, count: int, size: int, recipients: list[str], verify: bool, timeout: float,
-             parallelism: int, rate: float, http_port: int) -> None:
-    """Generate, gzip and store payloads, publish their pointers."""
+             parallelism: int, rate: float, inline: bool, http_port: int) -> None:
+    """Generate synthetic JSON payloads and send them (gzip into S3, publish their pointers)."""
     from claimcheck import producer as producing
-    from claimcheck.coordinator_client import wait_for
     from claimcheck.httpapi import routes_for, serve
     from claimcheck.progressbar import progress as progress_bar
 
@@ -145,7 +153,7 @@ def producer(job: str | None, count: int, size: int, recipients: list[str], veri
     if http_port:  # served until the command ends, --verify included, so a last scrape sees the totals
         click.get_current_context().call_on_close(serve(http_port, routes_for(lambda: None, [])).shutdown)
     with progress_bar("published", count) as tick:
-        report = producing.run(config, producing.RunRequest(job, count, size, recipients, parallelism, rate),
+        report = producing.run(config, producing.RunRequest(job, count, size, recipients, parallelism, rate, inline),
                                lambda pointer: tick(pointer.payload_size))
     click.echo(
         f"published {report.count} pointers in {report.seconds:.2f} s "
@@ -154,38 +162,30 @@ def producer(job: str | None, count: int, size: int, recipients: list[str], veri
     summary: dict[str, Any] = {"job": job, "published": report.count, "payload_bytes": report.payload_bytes,
                                "object_bytes": report.object_bytes}
     if verify:
-        started = time.monotonic()
-        progress = wait_for(config.coordinator_url, job, lambda p: p["deleted"] >= report.count, timeout)
-        leftovers = _leftovers(config, job)
-        summary |= {
-            "acked": (progress or {}).get("acked", {}),
-            "deleted": (progress or {}).get("deleted", 0),
-            "leftover_objects": leftovers,
-            "verify_seconds": round(time.monotonic() - started, 3),
-        }
-        ok = summary["deleted"] == report.count and leftovers in (0, None)
-        left = "(a producer may not list the bucket)" if leftovers is None else f"{leftovers} objects left in s3"
-        click.echo(
-            f"verify: {summary['deleted']}/{report.count} deleted after confirmation by every recipient, "
-            f"acks per recipient {summary['acked']}, {left} -> {'OK' if ok else 'FAILED'}"
-        )
-        _emit(summary)
-        if not ok:
-            sys.exit(1)
+        _verify(config, job, report.count, timeout, summary)
         return
     _emit(summary)
 
 
-def _leftovers(config: Any, job: str) -> int | None:
-    """Objects of ``job`` still in the bucket, or None where this role may not list it."""
-    from botocore.exceptions import ClientError
+def _verify(config: Settings, job: str, count: int, timeout: float, summary: dict[str, Any]) -> None:
+    """Wait until ``count`` objects of ``job`` are deleted; print the outcome; exit 1 if they are not."""
+    from claimcheck.deletion import NotDeleted, wait_until_deleted
 
     try:
-        return len(store.list_keys(store.client(config), config.s3_bucket, f"{job}/"))
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] in ("AccessDenied", "403"):
-            return None
-        raise
+        deletion = wait_until_deleted(job, count, timeout, settings=config)
+    except NotDeleted as exc:
+        deletion = exc.report
+    summary |= {"acked": deletion.acked, "deleted": deletion.deleted, "leftover_objects": deletion.leftover_objects,
+                "verify_seconds": deletion.seconds}
+    leftovers = deletion.leftover_objects
+    left = "(a producer may not list the bucket)" if leftovers is None else f"{leftovers} objects left in s3"
+    click.echo(
+        f"verify: {deletion.deleted}/{count} deleted after confirmation by every recipient, "
+        f"acks per recipient {deletion.acked}, {left} -> {'OK' if deletion.ok else 'FAILED'}"
+    )
+    _emit(summary)
+    if not deletion.ok:
+        sys.exit(1)
 
 
 @cli.command()
@@ -218,6 +218,76 @@ def consumer(recipient: str, job: str | None, expect: int | None, workers: int, 
         threading.Thread(target=wait_for_job, args=(config.coordinator_url, job, expect, stop), daemon=True).start()
     replica.run(stop, http_port or None)
     _emit(vars(replica.stats))
+
+
+def _meta(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    items = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{value!r} is not key=value")
+        items[key] = text
+    return items
+
+
+@cli.command()
+@click.argument("source", type=click.Path(exists=True, allow_dash=True, path_type=Path))
+@click.option("--recipients", required=True, callback=_recipients, help="Comma-separated recipient groups.")
+@click.option("--job", callback=_job, help="Job id (default: a new run-... id).")
+@click.option("--content-type", help="Media type (default: guessed from the file name, else application/octet-stream).")
+@click.option("--meta", "metadata", multiple=True, callback=_meta, help="key=value metadata; repeatable.")
+def send(source: Path, recipients: list[str], job: str | None, content_type: str | None,
+         metadata: dict[str, str]) -> None:
+    """Send a file, standard input (-) or every file in a directory; print each pointer's object id."""
+    from claimcheck.files import filename_metadata, files_to_send, guess_content_type
+    from claimcheck.producer import Producer
+    from claimcheck.progressbar import progress as progress_bar
+
+    config = settings()
+    logsetup.configure(config.log_level, "send")
+    with Producer(config, job=job) as producer:
+        try:
+            if str(source) == "-":
+                stdin = iter(lambda: sys.stdin.buffer.read(1024 * 1024), b"")
+                pointer = producer.send(stdin, recipients=recipients, content_type=content_type or "application/octet-stream",
+                                        metadata=metadata)
+                click.echo(pointer.object_id)
+                return
+            files = files_to_send(source)
+            with progress_bar("sent", len(files)) if source.is_dir() else nullcontext(lambda _=0: None) as tick:
+                for path in files:
+                    pointer = producer.send(path, recipients=recipients, content_type=content_type or guess_content_type(path),
+                                            metadata=filename_metadata(path) | metadata)
+                    click.echo(f"{pointer.object_id}\t{path}" if source.is_dir() else pointer.object_id)
+                    tick(pointer.payload_size)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+
+
+@cli.command()
+@click.option("--recipient", required=True, callback=_recipient, help="The recipient group to receive as.")
+@click.option("--output", required=True, type=click.Path(file_okay=False, writable=True, path_type=Path),
+              help="Directory for DIR/<object id> and DIR/<object id>.json (created if missing).")
+@click.option("--job", callback=_job, help="With --expect: the job to wait for.")
+@click.option("--expect", type=click.IntRange(min=1), help="Exit once this many objects of --job are deleted.")
+@click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True)
+def receive(recipient: str, output: Path, job: str | None, expect: int | None, workers: int) -> None:
+    """Write every verified payload of a recipient group to a directory, atomically, then ACK it."""
+    from claimcheck.consumer import Consumer, wait_for_job
+    from claimcheck.files import write_received
+
+    if (job is None) != (expect is None):
+        raise click.UsageError("--job and --expect go together")
+    config = settings()
+    logsetup.configure(config.log_level, f"receive[{recipient}]")
+    output.mkdir(parents=True, exist_ok=True)
+    stop = _stop_on_signals()
+    consumer = Consumer(recipient, lambda message: click.echo(write_received(output, message)), workers=workers,
+                        settings=config)
+    if job is not None and expect is not None:
+        threading.Thread(target=wait_for_job, args=(config.coordinator_url, job, expect, stop), daemon=True).start()
+    consumer.run(stop)
+    _emit(vars(consumer.stats))
 
 
 @cli.command()
@@ -256,7 +326,7 @@ def sweep_orphans(grace: float | None, prefix: str) -> None:
     try:
         swept = sweep(store.client(config), ledger, config.s3_bucket,
                       config.sweep_grace_seconds if grace is None else grace, PointerQueueBarrier(config, ledger),
-                      prefix)
+                      prefix, key_prefix=config.s3_key_prefix)
     finally:
         ledger.close()
     click.echo(f"swept {swept} orphaned objects")

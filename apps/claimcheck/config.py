@@ -10,13 +10,15 @@ import ipaddress
 import urllib.parse
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Literal
 
-from pydantic import ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from claimcheck import signing
 from claimcheck.localstack import accounts
 from claimcheck.localstack.ports import HOST, LOCAL
+from claimcheck.protocol import KEY_PREFIX_PATTERN, MAX_INLINE_BYTES
 from claimcheck.signing import Signer, Verifier
 
 # The built-in local keys: derived from public strings, so anyone could sign with them.
@@ -91,6 +93,24 @@ class Settings(BaseSettings):
     # The orphan sweeper deletes objects no live pointer references once they are this old.
     sweep_grace_seconds: float = 3600.0
     sweep_interval_seconds: float = 300.0
+
+    # -- the library's data path (docs/library.md) -------------------------------------------
+    # Payloads up to this many bytes travel inside the signed pointer and never touch S3
+    # (at most protocol.MAX_INLINE_BYTES; 64 KiB from docs/benchmarks.md). 0: always S3.
+    inline_threshold: int = Field(default=64 * 1024, ge=0, le=MAX_INLINE_BYTES)
+    # Every component: keys are "<prefix><job>/<object id>.<ext>" (like the bucket, one per deployment).
+    s3_key_prefix: str = Field(default="", pattern=KEY_PREFIX_PATTERN)
+    # Producers: server-side encryption of stored payloads: "" (the bucket's default), "AES256"
+    # (SSE-S3), "aws:kms" (SSE-KMS, with s3_sse_kms_key_id) or "SSE-C" (s3_sse_customer_key).
+    s3_sse: Literal["", "AES256", "aws:kms", "SSE-C"] = ""
+    s3_sse_kms_key_id: str = ""
+    # SSE-C keys, urlsafe base64 of 32 bytes, comma-separated: producers encrypt with the first,
+    # consumers decrypt with whichever the pointer names (rotation: add the new key to consumers first).
+    s3_sse_customer_keys: str = ""
+    # Producers: tag stored objects (claimcheck-managed=true, claimcheck-job=<job>) plus these
+    # "k=v,..." tags, for a bucket lifecycle rule as a last-resort safety net. Needs s3:PutObjectTagging.
+    s3_tag_objects: bool = False
+    s3_tags: str = ""
 
     @field_validator(*_KEY_PARSERS)
     @classmethod

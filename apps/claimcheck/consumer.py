@@ -1,4 +1,4 @@
-"""Consume, verify and ack steps: one replica of a recipient group.
+"""Consume, verify and ack steps: one replica of a recipient group (:class:`Consumer` is the library's).
 
 The connection thread only decodes pointers and acknowledges; the slow part (download,
 decompress, verify, process, publish the business ACK and wait for its confirm) runs in worker
@@ -31,7 +31,7 @@ from claimcheck.config import Settings
 from claimcheck.coordinator_client import fetch_object, fetch_progress
 from claimcheck.deadletter import dead_letter
 from claimcheck.httpapi import routes_for, serve
-from claimcheck.protocol import InvalidMessage, Pointer, brief
+from claimcheck.protocol import InvalidMessage, Pointer, brief, check_envelope
 from claimcheck.publisher import RETRYABLE, BrokerRefused, BrokerSession
 from claimcheck.signing import decode_signed
 
@@ -88,6 +88,7 @@ class RecipientConsumer:
         self._verifier = settings.consumer_verifier(recipient)
         self._ack_signer = settings.ack_signer(recipient)
         self._s3 = store.client(settings)
+        self._storage = store.StorageOptions.from_settings(settings)
         self._declare = lambda channel: topology.declare_for_recipient(channel, recipient)
         self._publisher = BrokerSession(settings.amqp_url, self._declare, settings.confirm_timeout)
         # Workers' ACKs, published together (one broker message for whatever is waiting).
@@ -138,7 +139,7 @@ class RecipientConsumer:
         metrics.RECEIVED.labels(self._recipient).inc()
         try:
             pointer = decode_signed(self._verifier, delivery.body, delivery.properties.headers, Pointer,
-                                    bucket=self._settings.s3_bucket)
+                                    bucket=self._settings.s3_bucket, key_prefix=self._settings.s3_key_prefix)
         except InvalidMessage as exc:
             self._reject(delivery, exc.category, exc.reason)
             return
@@ -153,10 +154,10 @@ class RecipientConsumer:
         future.add_done_callback(lambda done: self._loop.call_threadsafe(lambda: self._finish(delivery, pointer, done)))
 
     def _verify_and_process(self, pointer: Pointer) -> None:
-        """On a worker: download and verify, run the hook, then publish the business ACK."""
+        """On a worker: verify (downloading a stored payload), run the hook, then publish the business ACK."""
         started = time.monotonic()
         try:
-            payload = store.download_verified(self._s3, pointer)
+            payload = store.open_verified(self._s3, pointer, self._storage)
         except store.ObjectMissing as missing:
             self._explain_missing(pointer, missing)
         with payload:
@@ -262,3 +263,89 @@ def wait_for_job(coordinator_url: str, job: str, expect: int, stop: threading.Ev
         progress = fetch_progress(coordinator_url, job)
         if progress is not None and progress["deleted"] >= expect:
             stop.set()
+
+
+@dataclass(frozen=True)
+class Message:
+    """One verified payload, as a :class:`Consumer`'s handler sees it.
+
+    ``payload`` is a binary stream, rewound, of bytes whose size and sha256 matched the signed
+    pointer before the handler was called (large payloads are spooled to a temporary file, so
+    memory stays flat). ``inline`` says whether the payload travelled inside the pointer.
+    """
+
+    pointer: Pointer
+    payload: IO[bytes]
+
+    @property
+    def object_id(self) -> str:
+        return self.pointer.object_id
+
+    @property
+    def job(self) -> str:
+        return self.pointer.job
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        return self.pointer.recipients
+
+    @property
+    def content_type(self) -> str:
+        return self.pointer.content_type
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self.pointer.metadata or {})
+
+    @property
+    def size(self) -> int:
+        return self.pointer.payload_size
+
+    @property
+    def sha256(self) -> str:
+        return self.pointer.payload_sha256
+
+    @property
+    def inline(self) -> bool:
+        return self.pointer.is_inline
+
+    def read(self) -> bytes:
+        """The whole payload (for small ones; stream ``payload`` for large ones)."""
+        return self.payload.read()
+
+
+Handler = Callable[[Message], None]
+
+
+class Consumer:
+    """One replica of recipient group ``recipient``: calls ``handler`` with each verified payload.
+
+    The business ACK is sent only after ``handler`` returned; if it raises, the payload counts
+    as not processed: the pointer goes back to the queue, is dead-lettered
+    (``processing_failed``) after the queue's delivery limit, and is never acknowledged.
+    Up to ``workers`` payloads are verified and handled at once, each on a worker thread, so
+    ``handler`` must be thread-safe when ``workers`` > 1.
+    """
+
+    def __init__(self, recipient: str, handler: Handler, *, workers: int = 4, settings: Settings | None = None) -> None:
+        config = settings or Settings()
+        check_envelope("job", [recipient], "application/octet-stream", None, config.allowed_recipients())
+        self._replica = RecipientConsumer(config, recipient, lambda pointer, stream: handler(Message(pointer, stream)),
+                                          workers)
+
+    @property
+    def consuming(self) -> threading.Event:
+        """Set while connected and consuming (the group's queue is declared by then)."""
+        return self._replica.consuming
+
+    @property
+    def stats(self) -> ConsumerStats:
+        """What this replica did so far."""
+        return self._replica.stats
+
+    def run(self, stop: threading.Event, http_port: int | None = None) -> None:
+        """Consume until ``stop`` is set (blocking); with ``http_port``, serve health, readiness and metrics.
+
+        Raises :class:`claimcheck.publisher.BrokerRefused` when the broker refuses for good.
+        """
+        self._replica.run(stop, http_port)

@@ -123,7 +123,7 @@ class Coordinator:
             POINTER_QUEUE_KINDS if delivery.queue == topology.COORDINATOR_POINTER_QUEUE else ACK_QUEUE_KINDS)
         try:
             message = decode_signed(self._verifier, delivery.body, delivery.properties.headers, *kinds,
-                                    bucket=self._settings.s3_bucket)
+                                    bucket=self._settings.s3_bucket, key_prefix=self._settings.s3_key_prefix)
         except InvalidMessage as exc:
             self._reject(delivery, exc.category, exc.reason)
             return
@@ -245,8 +245,10 @@ class Coordinator:
                     ledger.release_deletions(unrecorded, self.owner, "retried after a failed deleter pass")
                     unrecorded = []
                 tasks = ledger.claim_deletions(self.owner, self._lease_seconds, limit=store.MAX_KEYS_PER_DELETE)
+                self._record_deleted(ledger, [task for task in tasks if task.key is None])  # inline: nothing stored
+                buckets = sorted({task.bucket for task in tasks if task.bucket is not None and task.key is not None})
                 refused = sum(self._delete_batch(ledger, bucket, [task for task in tasks if task.bucket == bucket])
-                              for bucket in sorted({task.bucket for task in tasks}))
+                              for bucket in buckets)
             except Exception as exc:  # noqa: BLE001 - logged, counted, reported and retried
                 failures += 1
                 self._deleter_problem = f"deletions failing: {brief(str(exc) or repr(exc), 300)}"
@@ -270,22 +272,27 @@ class Coordinator:
         """Delete one bucket's tasks in one request; return how many S3 refused."""
         try:
             with self._renewing(tasks):
-                refused = store.delete_many(self._s3, bucket, [task.key for task in tasks])
+                refused = store.delete_many(self._s3, bucket, [task.key for task in tasks if task.key is not None])
         except Exception as exc:  # noqa: BLE001 - any S3 failure is retried later
-            refused = {task.key: str(exc) for task in tasks}
+            refused = {task.key: str(exc) for task in tasks if task.key is not None}
         for key, error in refused.items():
             metrics.DELETE_FAILURES.inc()
             log.warning("deleting s3://%s/%s failed, will retry: %s", bucket, key, error)
         ledger.release_deletions([task for task in tasks if task.key in refused], self.owner,
                                  "; ".join(sorted(set(refused.values())))[:1000])
-        deleted = ledger.mark_deleted([task for task in tasks if task.key not in refused], self.owner)
+        self._record_deleted(ledger, [task for task in tasks if task.key not in refused])
+        return len(refused)
+
+    def _record_deleted(self, ledger: Ledger, tasks: list[DeleteTask]) -> None:
+        """Record deletes done (or, for an inline payload, with nothing stored to delete)."""
+        deleted = ledger.mark_deleted(tasks, self.owner)
         finished = datetime.now(timezone.utc)
         for task in deleted:
             metrics.DELETES.inc()
             if task.published_at is not None:
                 metrics.PUBLISH_TO_DELETE_SECONDS.observe(max((finished - task.published_at).total_seconds(), 0.0))
-            log.info("deleted s3://%s/%s", bucket, task.key, extra={"object_id": task.object_id})
-        return len(refused)
+            where = "an inline payload, nothing stored" if task.key is None else f"s3://{task.bucket}/{task.key}"
+            log.info("deleted %s", where, extra={"object_id": task.object_id})
 
     @contextmanager
     def _renewing(self, tasks: list[DeleteTask]) -> Iterator[None]:
@@ -318,7 +325,8 @@ class Coordinator:
         barrier = PointerQueueBarrier(self._settings, ledger, stop)
         while not stop.wait(self._settings.sweep_interval_seconds):
             try:
-                sweep(self._s3, ledger, self._settings.s3_bucket, self._settings.sweep_grace_seconds, barrier)
+                sweep(self._s3, ledger, self._settings.s3_bucket, self._settings.sweep_grace_seconds, barrier,
+                      key_prefix=self._settings.s3_key_prefix)
             except Exception as exc:  # noqa: BLE001 - the next pass retries
                 log.warning("orphan sweep failed, will retry: %s", exc)
                 ledger.close()

@@ -22,6 +22,8 @@ from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from claimcheck import metrics
+
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENT_REQUESTS = 16
@@ -75,7 +77,8 @@ def routes_for(readiness: Readiness, extra: list[Route]) -> list[Route]:
 
 
 def serve(port: int, routes: list[Route], host: str = "0.0.0.0") -> ThreadingHTTPServer:
-    """Start serving ``routes`` (and /metrics) on a daemon thread; return the server."""
+    """Start serving ``routes`` (and /metrics, claimcheck's metrics registered first) on a daemon thread; return the server."""
+    metrics.register()
 
     class Handler(BaseHTTPRequestHandler):
         timeout = SOCKET_TIMEOUT_SECONDS  # a client that stops sending or reading loses its connection

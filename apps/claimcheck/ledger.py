@@ -24,8 +24,8 @@ class DeleteTask:
     """An object whose deletion this coordinator holds the lease for."""
 
     object_id: str
-    bucket: str
-    key: str
+    bucket: str | None  # both None for an inline payload: nothing is stored
+    key: str | None
     # When the producer created the pointer (None for a cancelled run): for the latency metric.
     published_at: datetime | None = None
 

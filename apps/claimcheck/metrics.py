@@ -2,7 +2,10 @@
 
 Conventions: units in names (``_seconds``, ``_bytes``), counters end in ``_total``, and label
 values come from small closed sets (recipient groups, outcomes, reasons): never an object id
-or a job id. Each process serves the default registry on its HTTP endpoint (``/metrics``);
+or a job id. Importing this module registers nothing: the metrics count from the start, and
+:func:`register` adds them to a registry (the default one when a component serves its HTTP
+endpoint), so an application using claimcheck as a library decides whether and where they are
+exposed. Each process serves the default registry on its HTTP endpoint (``/metrics``);
 Prometheus's ``job`` and ``instance`` labels tell the components apart. Metric names are part
 of the dashboard's contract (charts/claimcheck/dashboards/claimcheck.json, docs/observability.md).
 """
@@ -13,7 +16,7 @@ import time
 from collections.abc import Iterable, Iterator
 
 import psycopg2
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from psycopg2 import extensions as pg
@@ -34,82 +37,98 @@ DEAD_LETTER_REASONS = {
     "coordinator": ("invalid", "forged", "foreign_recipient", "foreign_bucket", "mismatch", "internal"),
 }
 
+_ALL: list[Counter | Histogram] = []  # every metric below, registered by register()
+
+
+def _counter(name: str, documentation: str, labelnames: Iterable[str] = ()) -> Counter:
+    metric = Counter(name, documentation, labelnames, registry=None)
+    _ALL.append(metric)
+    return metric
+
+
+def _histogram(name: str, documentation: str, labelnames: Iterable[str] = (), *,
+               buckets: Iterable[float] = DURATION_BUCKETS) -> Histogram:
+    metric = Histogram(name, documentation, labelnames, registry=None, buckets=tuple(buckets))
+    _ALL.append(metric)
+    return metric
+
+
 # -- producer ---------------------------------------------------------------------------------
-PUBLISHED_OBJECTS = Counter("claimcheck_producer_objects_published_total", "Pointers published and confirmed")
-PUBLISHED_BYTES = Counter("claimcheck_producer_payload_bytes_total", "Uncompressed payload bytes published")
-STORED_BYTES = Counter("claimcheck_producer_stored_bytes_total", "Gzipped object bytes uploaded to S3 and published")
-UPLOAD_SECONDS = Histogram(
+PUBLISHED_OBJECTS = _counter("claimcheck_producer_objects_published_total", "Pointers published and confirmed")
+PUBLISHED_BYTES = _counter("claimcheck_producer_payload_bytes_total", "Uncompressed payload bytes published")
+STORED_BYTES = _counter("claimcheck_producer_stored_bytes_total", "Gzipped object bytes uploaded to S3 and published")
+UPLOAD_SECONDS = _histogram(
     "claimcheck_producer_upload_seconds", "Time to generate, gzip and upload one payload", buckets=DURATION_BUCKETS
 )
-PUBLISH_SECONDS = Histogram(
+PUBLISH_SECONDS = _histogram(
     "claimcheck_producer_publish_seconds", "Time to publish one pointer until the broker confirmed it (retries included)",
     buckets=DURATION_BUCKETS,
 )
-UPLOAD_RETRIES = Counter("claimcheck_producer_upload_retries_total", "S3 uploads retried after a storage error")
+UPLOAD_RETRIES = _counter("claimcheck_producer_upload_retries_total", "S3 uploads retried after a storage error")
 # Every publisher: the producer's pointers, the consumers' ACKs, dead letters.
-PUBLISH_RETRIES = Counter(
+PUBLISH_RETRIES = _counter(
     "claimcheck_publish_retries_total", "Publishes retried on a fresh connection (NACK, confirm timeout, lost connection)"
 )
 
 # -- consumer ---------------------------------------------------------------------------------
-RECEIVED = Counter("claimcheck_consumer_pointers_received_total", "Pointers delivered to a recipient", ["recipient"])
-VERIFIED = Counter(
+RECEIVED = _counter("claimcheck_consumer_pointers_received_total", "Pointers delivered to a recipient", ["recipient"])
+VERIFIED = _counter(
     "claimcheck_consumer_payloads_verified_total", "Payloads whose sizes and sha256 matched their pointer", ["recipient"]
 )
-CHECKSUM_FAILURES = Counter(
+CHECKSUM_FAILURES = _counter(
     "claimcheck_consumer_checksum_failures_total", "Payloads whose size or sha256 did not match (dead-lettered)",
     ["recipient"],
 )
-CONSUMED = Counter(
+CONSUMED = _counter(
     "claimcheck_consumer_messages_total",
     "Pointers handled by a recipient, by result (acked, dead_lettered, retried, already_settled: redelivered after "
     "its object was deleted with this recipient's ACK counted, or cancelled)",
     ["recipient", "result"],
 )
-DOWNLOAD_SECONDS = Histogram(
+DOWNLOAD_SECONDS = _histogram(
     "claimcheck_consumer_download_seconds", "Time to download, decompress and verify one payload", ["recipient"],
     buckets=DURATION_BUCKETS,
 )
-PROCESSING_SECONDS = Histogram(
+PROCESSING_SECONDS = _histogram(
     "claimcheck_consumer_processing_seconds", "Time the processing hook took for one verified payload", ["recipient"],
     buckets=DURATION_BUCKETS,
 )
 
 # -- coordinator ------------------------------------------------------------------------------
-LEDGER_MESSAGES = Counter(
+LEDGER_MESSAGES = _counter(
     "claimcheck_coordinator_messages_total",
     "Pointers and ACKs applied to the ledger, by kind (pointer, ack) and outcome (recorded, early, duplicate, ...)",
     ["kind", "outcome"],
 )
-ACKS = Counter(
+ACKS = _counter(
     "claimcheck_coordinator_acks_total",
     "Business ACKs applied to the ledger, by recipient and outcome (recorded = counted, duplicate = ignored, ...)",
     ["recipient", "outcome"],
 )
-DELETES = Counter("claimcheck_coordinator_deletes_total", "S3 objects deleted after all recipients confirmed")
-DELETE_FAILURES = Counter("claimcheck_coordinator_delete_failures_total", "S3 deletes that failed and will be retried")
-PUBLISH_TO_DELETE_SECONDS = Histogram(
+DELETES = _counter("claimcheck_coordinator_deletes_total", "S3 objects deleted after all recipients confirmed")
+DELETE_FAILURES = _counter("claimcheck_coordinator_delete_failures_total", "S3 deletes that failed and will be retried")
+PUBLISH_TO_DELETE_SECONDS = _histogram(
     "claimcheck_coordinator_publish_to_delete_seconds",
     "From the producer creating a pointer to the coordinator recording its object's deletion",
     buckets=LATENCY_BUCKETS,
 )
-SWEPT = Counter("claimcheck_coordinator_orphans_swept_total", "Unreferenced objects removed by the sweeper")
-SWEEPS_POSTPONED = Counter(
+SWEPT = _counter("claimcheck_coordinator_orphans_swept_total", "Unreferenced objects removed by the sweeper")
+SWEEPS_POSTPONED = _counter(
     "claimcheck_coordinator_sweeps_postponed_total",
     "Sweeper passes skipped because no coordinator applied the pass's barrier in time (a pointer-queue backlog)",
 )
-DELETER_ERRORS = Counter(
+DELETER_ERRORS = _counter(
     "claimcheck_coordinator_deleter_errors_total", "Deleter passes that failed (ledger or S3 unavailable, any error); retried"
 )
-UNAUTHORIZED_REQUESTS = Counter(
+UNAUTHORIZED_REQUESTS = _counter(
     "claimcheck_coordinator_unauthorized_requests_total", "DELETE /jobs requests refused for lack of a valid control token"
 )
-DEAD_LETTERS = Counter(
+DEAD_LETTERS = _counter(
     "claimcheck_dead_letters_total", "Messages dead-lettered, by component and reason", ["component", "reason"]
 )
 
 # -- everywhere -------------------------------------------------------------------------------
-CONNECTION_RECOVERIES = Counter(
+CONNECTION_RECOVERIES = _counter(
     "claimcheck_connection_recoveries_total",
     "Broker connections rebuilt after a loss, by role (consume, publish) and cause (broker, dependency)",
     ["role", "cause"],
@@ -248,6 +267,19 @@ class LedgerCollector(Collector):
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
+
+
+_registered: list[CollectorRegistry] = []
+
+
+def register(registry: CollectorRegistry = REGISTRY) -> None:
+    """Register every claimcheck metric with ``registry``, once per registry."""
+    with _register_lock:
+        if any(known is registry for known in _registered):
+            return
+        for metric in _ALL:
+            registry.register(metric)
+        _registered.append(registry)
 
 
 def register_ledger_collector(dsn: str) -> LedgerCollector:

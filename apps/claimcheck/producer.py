@@ -1,17 +1,21 @@
-"""Produce, store and publish steps: generate payloads, gzip them into S3, publish pointers.
+"""Produce, store and publish steps: :class:`Producer` (the library's sender) and the synthetic
+run ``claimcheck producer`` makes with it.
 
-Uploads run in a small thread pool; pointers are published from the calling thread (pika is
-not thread-safe) in completion order, each only after its object is fully stored. Before an
-upload stores a byte, its intent is published to the coordinator (each upload thread has its
-own connection for that), so the orphan sweeper never mistakes an upload in progress for an
+A payload up to the inline threshold travels inside its signed pointer (base64, with its
+sha256) and never touches S3. A larger one is gzipped as a stream into S3 and its pointer is
+published only after the object is fully stored. Before an upload stores a byte, its intent is
+published to the coordinator, so the orphan sweeper never mistakes an upload in progress for an
 orphan; a pointer is published only while that intent is fresh (half the sweep grace period).
+The synthetic run uploads in a small thread pool, one Producer (one connection) per thread.
 """
 
+import base64
+import hashlib
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,9 +27,21 @@ from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_afte
 
 from claimcheck import metrics, payload, store, topology
 from claimcheck.config import Settings
-from claimcheck.protocol import Intent, Pointer, make_pointer, now, object_key
+from claimcheck.protocol import (
+    MAX_INLINE_BYTES,
+    MAX_MESSAGE_BYTES,
+    OBJECT_KEY_EXTENSION,
+    Intent,
+    Pointer,
+    check_envelope,
+    make_pointer,
+    now,
+    object_key,
+)
 from claimcheck.publisher import BrokerSession, reconnecting
 from claimcheck.signing import Signer
+from claimcheck.sources import Data, Source, peek, source_of
+from claimcheck.store import StorageConfigError, StorageOptions
 
 log = logging.getLogger(__name__)
 
@@ -110,44 +126,65 @@ def _before_upload_retry(state: Any) -> None:
 
 def store_payload(s3: Any, settings: Settings, job: str, seq: int, size: int, recipients: Sequence[str],
                   announce: Callable[[Intent], None] | None = None) -> Pointer:
-    """Announce, generate, gzip and upload one payload; return the pointer describing it.
+    """Announce, generate, gzip and upload one synthetic payload; return the pointer describing it.
 
-    The intent is published once; an S3 outage is then waited out with backoff, each attempt
-    storing the whole object again under the same key (a failed multipart upload is aborted by
-    boto3), so no half-written object is ever pointed at. Without ``announce`` the upload is
-    not announced (tests of the sweeper's other defences).
+    Without ``announce`` the upload is not announced (tests of the sweeper's other defences).
+    """
+    object_id = uuid.uuid4().hex
+    source = Source(lambda: payload.generate(size, job, object_id, seq), replayable=True)
+    return _stored_pointer(s3, settings.s3_bucket, StorageOptions(key_prefix=settings.s3_key_prefix), object_id, job,
+                           source, recipients, announce=announce)
+
+
+def _stored_pointer(s3: Any, bucket: str, storage: StorageOptions, object_id: str, job: str, source: Source,
+                    recipients: Sequence[str], announce: Callable[[Intent], None] | None,
+                    content_type: str = "application/json", metadata: Mapping[str, str] | None = None) -> Pointer:
+    """Announce, gzip and upload one payload; return the pointer describing it.
+
+    The intent is published once; an S3 outage is then waited out with backoff when the source
+    can be read again, each attempt storing the whole object again under the same key (a failed
+    multipart upload is aborted by boto3), so no half-written object is ever pointed at.
     """
     started = time.monotonic()
-    object_id = uuid.uuid4().hex
-    key = object_key(job, object_id)
+    extension = OBJECT_KEY_EXTENSION if content_type == "application/json" else "bin.gz"
+    key = object_key(job, object_id, extension, storage.key_prefix)
     if announce is not None:
-        announce(Intent(object_id=object_id, job=job, bucket=settings.s3_bucket, key=key, created_at=now()))
-    stream = _upload(s3, settings.s3_bucket, key, lambda: payload.generate(size, job, object_id, seq))
+        announce(Intent(object_id=object_id, job=job, bucket=bucket, key=key, created_at=now()))
+    extra_args, key_md5 = storage.upload_args(job)
+    upload = _upload_retrying if source.replayable else _upload
+    stream = upload(s3, bucket, key, source.chunks, extra_args)
     metrics.UPLOAD_SECONDS.observe(time.monotonic() - started)
     return make_pointer(
-        object_id=object_id,
-        job=job,
-        bucket=settings.s3_bucket,
-        key=key,
-        payload_size=stream.payload_size,
-        payload_sha256=stream.payload_hash.hexdigest(),
-        object_size=stream.object_size,
-        object_sha256=stream.object_hash.hexdigest(),
-        recipients=recipients,
+        object_id=object_id, job=job, bucket=bucket, key=key, content_type=content_type,
+        payload_size=stream.payload_size, payload_sha256=stream.payload_hash.hexdigest(),
+        object_size=stream.object_size, object_sha256=stream.object_hash.hexdigest(),
+        recipients=recipients, metadata=dict(metadata) if metadata else None, sse_customer_key_md5=key_md5,
     )
 
 
-@retry(
+def _inline_pointer(object_id: str, job: str, data: bytes, recipients: Sequence[str], content_type: str,
+                    metadata: Mapping[str, str] | None) -> Pointer:
+    return make_pointer(
+        object_id=object_id, job=job, content_type=content_type, content_encoding="identity",
+        payload_size=len(data), payload_sha256=hashlib.sha256(data).hexdigest(),
+        inline=base64.b64encode(data).decode(), recipients=recipients, metadata=dict(metadata) if metadata else None,
+    )
+
+
+def _upload(s3: Any, bucket: str, key: str, chunks: Callable[[], Iterator[bytes]],
+            extra_args: Mapping[str, Any]) -> payload.GzipHashingReader:
+    stream = payload.GzipHashingReader(chunks())
+    store.upload(s3, bucket, key, stream, extra_args)
+    return stream
+
+
+_upload_retrying = retry(
     retry=retry_if_exception_type(BotoCoreError),
     wait=wait_random_exponential(multiplier=0.5, max=5),
     stop=stop_after_delay(300),
     before_sleep=_before_upload_retry,
     reraise=True,
-)
-def _upload(s3: Any, bucket: str, key: str, chunks: Callable[[], Iterator[bytes]]) -> payload.GzipHashingReader:
-    stream = payload.GzipHashingReader(chunks())
-    store.upload(s3, bucket, key, stream)
-    return stream
+)(_upload)
 
 
 def publish_pointer(broker: BrokerSession, signer: Signer, pointer: Pointer) -> None:
@@ -162,12 +199,129 @@ def publish_pointer(broker: BrokerSession, signer: Signer, pointer: Pointer) -> 
     )
 
 
+class Producer:
+    """Sends payloads to recipient groups: inline up to the threshold, through S3 above it.
+
+    One broker connection and one S3 client; **not thread-safe**: use one Producer per thread.
+    A context manager: leaving the ``with`` block closes the connection.
+
+    ``settings`` defaults to the ``CLAIMCHECK_*`` environment; ``job`` names the run the payloads
+    belong to (default: a new ``run-...`` id, see :attr:`job`); ``inline_threshold`` overrides
+    ``CLAIMCHECK_INLINE_THRESHOLD``; ``always_through_s3`` stores every payload in S3;
+    ``storage`` (server-side encryption, tags) overrides the ``CLAIMCHECK_S3_*`` settings.
+    """
+
+    def __init__(self, settings: Settings | None = None, *, job: str | None = None, inline_threshold: int | None = None,
+                 always_through_s3: bool = False, storage: StorageOptions | None = None) -> None:
+        self._settings = settings or Settings()
+        self.job = job or new_job_id()
+        self._inline_threshold = 0 if always_through_s3 else (
+            self._settings.inline_threshold if inline_threshold is None else inline_threshold)
+        if not 0 <= self._inline_threshold <= MAX_INLINE_BYTES:
+            raise ValueError(f"inline_threshold must be between 0 and {MAX_INLINE_BYTES} bytes")
+        self._storage = storage or StorageOptions.from_settings(self._settings)
+        if self._storage.key_prefix != self._settings.s3_key_prefix:
+            raise StorageConfigError("the key prefix is a deployment setting (CLAIMCHECK_S3_KEY_PREFIX), like the bucket")
+        self._signer = self._settings.pointer_signer()
+        self._allowed = self._settings.allowed_recipients()
+        self._s3: Any = None
+        self._checked: set[str] = set()  # recipient groups whose queues exist
+        self._broker = BrokerSession(self._settings.amqp_url, self._declare, self._settings.confirm_timeout)
+        self._fresh_for = self._settings.sweep_grace_seconds / 2
+
+    def __enter__(self) -> "Producer":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the broker connection."""
+        self._broker.close()
+
+    def _declare(self, channel: BlockingChannel) -> None:
+        topology.declare_for_producer(channel, sorted(self._checked))
+
+    def send(self, data: Data, *, recipients: Sequence[str], job: str | None = None,
+             content_type: str = "application/octet-stream", metadata: Mapping[str, str] | None = None) -> Pointer:
+        """Send one payload to every group in ``recipients``; return its pointer once the broker confirmed it.
+
+        ``data`` is bytes, a binary file object (read from its current position), a
+        ``pathlib.Path`` or an iterable of byte chunks; memory stays flat whatever its size.
+        ``metadata`` is a small map of printable strings delivered, signed, to every recipient.
+        Raises ValueError for invalid arguments before anything is sent, and
+        :class:`claimcheck.publisher.BrokerRefused` / ``NotProvisioned`` when the broker refuses.
+        """
+        source = source_of(data)
+        return self.send_source(lambda _: source, recipients=recipients, job=job, content_type=content_type, metadata=metadata)
+
+    def send_source(self, make_source: Callable[[str], Source], *, recipients: Sequence[str], job: str | None,
+                    content_type: str, metadata: Mapping[str, str] | None) -> Pointer:
+        """:meth:`send` with the payload's source made from its object id (the synthetic payloads name it)."""
+        job = job or self.job
+        check_envelope(job, recipients, content_type, metadata, self._allowed)
+        self._check_queues(recipients)
+        object_id = uuid.uuid4().hex
+        source = make_source(object_id)
+        pointer = None
+        if self._inline_threshold > 0:
+            whole, source = peek(source, self._inline_threshold)
+            if whole is not None:
+                pointer = _inline_pointer(object_id, job, whole, recipients, content_type, metadata)
+                if len(pointer.encode()) > MAX_MESSAGE_BYTES:  # a long recipient list and metadata: store it
+                    pointer = None
+        if pointer is None:
+            pointer = self._store(object_id, job, source, recipients, content_type, metadata)
+        with metrics.PUBLISH_SECONDS.time():
+            publish_pointer(self._broker, self._signer, pointer)
+        metrics.PUBLISHED_OBJECTS.inc()
+        metrics.PUBLISHED_BYTES.inc(pointer.payload_size)
+        metrics.STORED_BYTES.inc(pointer.object_size or 0)
+        log.info("published object %s of job %s%s", pointer.object_id, job, " inline" if pointer.is_inline else "",
+                 extra={"object_id": pointer.object_id, "job": job})
+        return pointer
+
+    def _store(self, object_id: str, job: str, source: Source, recipients: Sequence[str], content_type: str,
+               metadata: Mapping[str, str] | None) -> Pointer:
+        if self._s3 is None:
+            self._s3 = store.client(self._settings)  # the bucket exists: provisioning made it (a producer may not)
+        announced: list[float] = []
+
+        def announce(intent: Intent) -> None:
+            body = intent.encode()
+            self._broker.publish(topology.POINTER_EXCHANGE, topology.COORDINATOR_ROUTING_KEY, body,
+                                 message_id=f"intent-{intent.object_id}", headers=self._signer.sign(body))
+            announced.append(time.monotonic())
+
+        pointer = _stored_pointer(self._s3, self._settings.s3_bucket, self._storage, object_id, job, source, recipients,
+                                  announce, content_type, metadata)
+        age = time.monotonic() - announced[0]
+        if age > self._fresh_for:
+            raise IntentExpired(f"object {object_id} took {age:.0f} s from intent to pointer, more than half the "
+                                f"sweep grace period ({self._fresh_for * 2:.0f} s); its pointer is not published")
+        return pointer
+
+    def _check_queues(self, recipients: Sequence[str]) -> None:
+        """Check once per group that its queue exists (a pointer it would miss is never confirmed)."""
+        new = set(recipients) - self._checked
+        if new:
+            self._checked |= new
+            try:
+                reconnecting(lambda: topology.declare_for_producer(self._broker.channel(), sorted(new)))()
+            except BaseException:
+                self._checked -= new
+                self._broker.close()
+                raise
+
+
 @dataclass(frozen=True)
 class RunRequest:
-    """What one producer run sends.
+    """What one producer run sends: ``count`` synthetic JSON payloads of ``size`` bytes.
 
     ``rate`` > 0 caps publishing at that many pointers per second (an offered load for
     benchmarks, or to share the broker politely); 0 publishes as fast as uploads finish.
+    ``inline`` lets payloads up to the inline threshold travel inside the pointer; off by
+    default, so the run exercises (and the benchmarks measure) the S3 path.
     """
 
     job: str
@@ -176,44 +330,40 @@ class RunRequest:
     recipients: Sequence[str]
     parallelism: int = 2
     rate: float = 0.0
+    inline: bool = False
 
 
 def produce(settings: Settings, request: RunRequest) -> Iterator[Pointer]:
-    """Store and publish the run's payloads; yield each pointer once the broker confirmed it."""
-    job, recipients, rate = request.job, request.recipients, request.rate
-    s3 = store.client(settings)  # the bucket exists: provisioning made it (a producer may not)
-    broker = BrokerSession(
-        settings.amqp_url, lambda channel: topology.declare_for_producer(channel, recipients), settings.confirm_timeout
-    )
-    signer = settings.pointer_signer()
-    announce = Announcer(settings, signer)
-    reconnecting(broker.channel)()  # declare the recipients' queues before the first pointer can be routed
+    """Send the run's payloads through :class:`Producer`, one per upload thread; yield each
+    pointer, in completion order, once the broker confirmed it."""
+    job, rate = request.job, request.rate
+    local = threading.local()
+    producers: list[Producer] = []
+    lock = threading.Lock()
     uploads = ThreadPoolExecutor(max_workers=request.parallelism, thread_name_prefix="upload")
     started = time.monotonic()
 
-    def paced(seq: int) -> Pointer:
+    def send(seq: int) -> Pointer:
+        producer = getattr(local, "producer", None)
+        if producer is None:
+            producer = local.producer = Producer(settings, job=job, always_through_s3=not request.inline)
+            with lock:
+                producers.append(producer)
         # Pace the uploads, not the publishes: otherwise every object is stored at full
         # speed and then waits unreferenced in S3, and pointer.created_at says nothing.
         if rate > 0:
             time.sleep(max(0.0, started + seq / rate - time.monotonic()))
-        return store_payload(s3, settings, job, seq, request.size, recipients, announce)
+        return producer.send_source(lambda object_id: Source(lambda: payload.generate(request.size, job, object_id, seq), True),
+                              recipients=request.recipients, job=job, content_type="application/json", metadata=None)
 
     try:
-        for pointer in uploads.map(paced, range(request.count)):
-            announce.check_fresh(pointer)
-            with metrics.PUBLISH_SECONDS.time():
-                publish_pointer(broker, signer, pointer)
-            metrics.PUBLISHED_OBJECTS.inc()
-            metrics.PUBLISHED_BYTES.inc(pointer.payload_size)
-            metrics.STORED_BYTES.inc(pointer.object_size)
-            log.info("published object %s of job %s", pointer.object_id, job,
-                     extra={"object_id": pointer.object_id, "job": job})
+        for pointer in uploads.map(send, range(request.count)):
             yield pointer
     finally:
         # A failed or abandoned run starts no further uploads (each would be an orphan).
         uploads.shutdown(wait=True, cancel_futures=True)
-        broker.close()
-        announce.close()
+        for producer in producers:
+            producer.close()
 
 
 def run(settings: Settings, request: RunRequest,
@@ -224,7 +374,7 @@ def run(settings: Settings, request: RunRequest,
     for pointer in produce(settings, request):
         report.count += 1
         report.payload_bytes += pointer.payload_size
-        report.object_bytes += pointer.object_size
+        report.object_bytes += pointer.object_size or 0
         report.object_ids.append(pointer.object_id)
         if on_published is not None:
             on_published(pointer)

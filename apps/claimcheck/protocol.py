@@ -5,16 +5,26 @@ raises :class:`InvalidMessage` with a reason a person can read, so callers dead-
 instead of crashing. The byte format is documented in docs/protocol.md.
 """
 
+import base64
+import binascii
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, model_validator
 
 PROTOCOL_VERSION = 1
-MAX_MESSAGE_BYTES = 64 * 1024
+# Every body a component reads: below RabbitMQ's max_message_size of 128 KiB (the local broker's
+# and the charts'), high enough for a pointer carrying an inline payload of MAX_INLINE_BYTES with
+# its base64 overhead, the largest recipient list and metadata.
+MAX_MESSAGE_BYTES = 120 * 1024
+# The largest payload a pointer may carry inline (docs/library.md: the default threshold is 64 KiB).
+MAX_INLINE_BYTES = 80 * 1024
+# Metadata: a small signed map of printable strings, delivered to every recipient.
+MAX_METADATA_ITEMS = 32
+MAX_METADATA_BYTES = 4096
 MAX_RECIPIENTS = 32
 # ACKs one AckBatch may carry: 100 of the longest (128-character job names) stay under 30 KiB.
 MAX_ACKS_PER_BATCH = 100
@@ -25,10 +35,13 @@ RESERVED_RECIPIENTS = frozenset({"coordinator"})
 RECIPIENT_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 JOB_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 OBJECT_ID_PATTERN = r"^[0-9a-f]{32}$"
-# An object key is ``<job>/<object id>.<extension>``: it names the object it stores and nothing else.
+# An object key is ``[prefix]<job>/<object id>.<extension>``: it names the object it stores and
+# nothing else. The prefix (a deployment setting, like the bucket) is zero or more path segments.
 OBJECT_KEY_EXTENSION = "json.gz"
+KEY_PREFIX_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9._-]{0,62}/){0,8}$"
 _OBJECT_KEY = re.compile(
-    rf"^(?P<job>{JOB_PATTERN[1:-1]})/(?P<object_id>{OBJECT_ID_PATTERN[1:-1]})\.(?P<extension>[a-z0-9]{{1,8}}(\.[a-z0-9]{{1,8}})?)$"
+    rf"^(?P<prefix>{KEY_PREFIX_PATTERN[1:-1]})(?P<job>{JOB_PATTERN[1:-1]})/(?P<object_id>{OBJECT_ID_PATTERN[1:-1]})"
+    r"\.(?P<extension>[a-z0-9]{1,8}(\.[a-z0-9]{1,8})?)$"
 )
 
 RecipientName = Annotated[str, StringConstraints(pattern=RECIPIENT_PATTERN)]
@@ -41,17 +54,34 @@ BucketName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]{1,61
 # characters, nothing PostgreSQL or a terminal would choke on).
 PrintableText = Annotated[str, StringConstraints(pattern=r"^[\x20-\x7e]*$", max_length=256)]
 Timestamp = AwareDatetime  # a naive timestamp cannot be compared with the ledger's
+# A media type (RFC 6838 names) with optional parameters, printable ASCII.
+ContentType = Annotated[str, StringConstraints(
+    pattern=r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(;[\x20-\x7e]{0,200})?$")]
+MetadataKey = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+MetadataValue = Annotated[str, StringConstraints(pattern=r"^[\x20-\x7e]*$", max_length=1024)]
+# Standard base64 of at most MAX_INLINE_BYTES.
+InlineData = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]*={0,2}$", max_length=4 * (MAX_INLINE_BYTES // 3 + 1))]
+Md5Base64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{22}==$")]
 
 
-def object_key(job: str, object_id: str, extension: str = OBJECT_KEY_EXTENSION) -> str:
+def object_key(job: str, object_id: str, extension: str = OBJECT_KEY_EXTENSION, prefix: str = "") -> str:
     """Where a payload lives in the bucket: grouped by job, so a job's leftovers are one prefix."""
-    return f"{job}/{object_id}.{extension}"
+    return f"{prefix}{job}/{object_id}.{extension}"
 
 
-def parse_object_key(key: str) -> tuple[str, str] | None:
-    """``(job, object_id)`` of a key in :func:`object_key` form, None for any other key."""
+def parse_object_key(key: str, prefix: str = "") -> tuple[str, str] | None:
+    """``(job, object_id)`` of a key in :func:`object_key` form under exactly ``prefix``, None for any other key."""
     match = _OBJECT_KEY.match(key)
-    return (match["job"], match["object_id"]) if match else None
+    return (match["job"], match["object_id"]) if match and match["prefix"] == prefix else None
+
+
+def check_metadata(metadata: dict[str, str]) -> None:
+    """Refuse metadata over its bounds (the per-item ones are in the field types)."""
+    if len(metadata) > MAX_METADATA_ITEMS:
+        raise ValueError(f"metadata has {len(metadata)} items, more than {MAX_METADATA_ITEMS}")
+    size = sum(len(key) + len(value) for key, value in metadata.items())
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata holds {size} characters, more than {MAX_METADATA_BYTES}")
 
 
 class InvalidMessage(ValueError):
@@ -73,31 +103,79 @@ class _Message(BaseModel):
     version: Literal[1] = 1
 
     def encode(self) -> bytes:
-        """Compact JSON bytes, the message body on the wire."""
-        return self.model_dump_json().encode()
+        """Compact JSON bytes, the message body on the wire; absent optional fields are left out."""
+        return self.model_dump_json(exclude_none=True).encode()
 
 
 class Pointer(_Message):
-    """Names a stored payload and the recipient groups that must each confirm it."""
+    """Names a payload and the recipient groups that must each confirm it.
+
+    The payload is either stored in S3 (``bucket``, ``key``, ``object_size``, ``object_sha256``
+    of the gzip object) or carried ``inline`` (base64, ``content_encoding`` ``identity``); fields
+    of the other form are absent. A pointer using none of the optional fields encodes exactly as
+    before they existed, so older consumers read it.
+    """
 
     type: Literal["pointer"] = "pointer"
     object_id: ObjectId
     job: JobName
-    bucket: BucketName
-    key: ObjectKey
-    content_type: Literal["application/json"] = "application/json"
-    content_encoding: Literal["gzip"] = "gzip"
+    bucket: BucketName | None = None
+    key: ObjectKey | None = None
+    content_type: ContentType = "application/json"
+    content_encoding: Literal["gzip", "identity"] = "gzip"
     payload_size: int = Field(ge=0, le=MAX_PAYLOAD_BYTES)
     payload_sha256: Sha256Hex
-    object_size: int = Field(ge=0, le=MAX_PAYLOAD_BYTES)
-    object_sha256: Sha256Hex
+    object_size: int | None = Field(default=None, ge=0, le=MAX_PAYLOAD_BYTES)
+    object_sha256: Sha256Hex | None = None
     recipients: tuple[RecipientName, ...] = Field(min_length=1, max_length=MAX_RECIPIENTS)
     recipients_total: int
     created_at: Timestamp
+    inline: InlineData | None = None
+    metadata: dict[MetadataKey, MetadataValue] | None = None
+    # SSE-C: the MD5 (base64) of the customer key the object is encrypted with, so a consumer
+    # holding several keys (a rotation) picks the right one. S3 reports the same value.
+    sse_customer_key_md5: Md5Base64 | None = None
+
+    @property
+    def is_inline(self) -> bool:
+        """Whether the payload travels inside this pointer (nothing is stored in S3)."""
+        return self.inline is not None
+
+    def inline_bytes(self) -> bytes:
+        """The inline payload as sent (unverified: compare its sha256 with ``payload_sha256``)."""
+        if self.inline is None:
+            raise ValueError("the payload of this pointer is stored in S3, not inline")
+        return base64.b64decode(self.inline)
 
     @model_validator(mode="after")
-    def _key_names_this_object(self) -> "Pointer":
+    def _one_storage_form(self) -> "Pointer":
+        stored = (self.bucket, self.key, self.object_size, self.object_sha256)
+        if self.inline is not None:
+            if any(field is not None for field in stored) or self.sse_customer_key_md5 is not None:
+                raise ValueError("an inline pointer names no bucket, key, object size, object sha256 or SSE key")
+            if self.content_encoding != "identity":
+                raise ValueError("an inline payload has content_encoding identity")
+            if self.payload_size > MAX_INLINE_BYTES:
+                raise ValueError(f"inline payload of {self.payload_size} bytes exceeds {MAX_INLINE_BYTES}")
+            try:
+                length = len(base64.b64decode(self.inline, validate=True))
+            except binascii.Error:
+                raise ValueError("inline is not base64") from None
+            if length != self.payload_size:
+                raise ValueError(f"inline payload holds {length} bytes, payload_size says {self.payload_size}")
+            return self
+        if any(field is None for field in stored):
+            raise ValueError("a pointer to a stored object needs bucket, key, object_size and object_sha256")
+        if self.content_encoding != "gzip":
+            raise ValueError("a stored object has content_encoding gzip")
+        assert self.key is not None
         _check_key(self.key, self.job, self.object_id)
+        return self
+
+    @model_validator(mode="after")
+    def _metadata_bounded(self) -> "Pointer":
+        if self.metadata is not None:
+            check_metadata(self.metadata)
         return self
 
     @model_validator(mode="after")
@@ -197,9 +275,9 @@ class Barrier(_Message):
 
 
 def _check_key(key: str, job: str, object_id: str) -> None:
-    parsed = parse_object_key(key)
-    if parsed != (job, object_id):
-        raise ValueError(f"key must be {job}/{object_id}.<extension>, the object the message names")
+    match = _OBJECT_KEY.match(key)
+    if match is None or (match["job"], match["object_id"]) != (job, object_id):
+        raise ValueError(f"key must be {job}/{object_id}.<extension> (after the key prefix), the object the message names")
 
 
 def now() -> datetime:
@@ -211,6 +289,45 @@ def make_pointer(*, recipients: Iterable[str], **fields: Any) -> Pointer:
     """Build a pointer from its fields, deriving ``recipients_total`` and sorting recipients."""
     unique = tuple(sorted(set(recipients)))
     return Pointer(recipients=unique, recipients_total=len(unique), created_at=now(), **fields)
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job: JobName
+    recipients: tuple[RecipientName, ...] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+    content_type: ContentType
+    metadata: dict[MetadataKey, MetadataValue] | None = None
+
+
+_ENVELOPE = TypeAdapter(_Envelope)
+
+
+def check_envelope(job: str, recipients: Iterable[str], content_type: str, metadata: Mapping[str, str] | None,
+                   allowed: Collection[str] = ()) -> None:
+    """Refuse what a pointer could not carry, before anything is sent: ValueError saying which field and why.
+
+    ``allowed``, when not empty, lists the only recipient groups that may be named.
+    """
+    names = list(recipients) if not isinstance(recipients, str) else [recipients]
+    try:
+        _ENVELOPE.validate_python({"job": job, "recipients": tuple(names), "content_type": content_type,
+                                   "metadata": dict(metadata) if metadata is not None else None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ValueError(f"invalid {where}: {brief(first['input'], 80)!s}: {first['msg']}") from None
+    if len(set(names)) != len(names):
+        raise ValueError("recipients must not repeat")
+    reserved = RESERVED_RECIPIENTS.intersection(names)
+    if reserved:
+        raise ValueError(f"recipient name {sorted(reserved)[0]!r} is reserved")
+    unknown = sorted(set(names) - set(allowed)) if allowed else []
+    if unknown:
+        raise ValueError(f"unknown recipient {unknown[0]!r}; configured recipients: {', '.join(sorted(allowed))} "
+                         "(CLAIMCHECK_RECIPIENTS)")
+    if metadata:
+        check_metadata(dict(metadata))
 
 
 M = TypeVar("M", bound=_Message)
@@ -230,11 +347,18 @@ def check_size(body: bytes) -> None:
         raise InvalidMessage(f"message of {len(body)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")
 
 
-def check_bucket(message: _Message, bucket: str) -> None:
-    """Refuse a message that names an object outside the configured ``bucket``."""
-    named = getattr(message, "bucket", bucket)
+def check_bucket(message: _Message, bucket: str, prefix: str = "") -> None:
+    """Refuse a message that names an object outside the configured ``bucket`` and key ``prefix``.
+
+    Inline pointers name no object and pass.
+    """
+    named, key = getattr(message, "bucket", None), getattr(message, "key", None)
+    if named is None or key is None:
+        return
     if named != bucket:
         raise InvalidMessage(f"names bucket {named!r}, not the configured {bucket!r}", "foreign_bucket")
+    if parse_object_key(key, prefix) is None:
+        raise InvalidMessage(f"key {brief(repr(key))} is not under the configured key prefix {prefix!r}", "foreign_bucket")
 
 
 def decode(body: bytes, *kinds: type[M]) -> M:

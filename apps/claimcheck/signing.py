@@ -296,12 +296,13 @@ def _signature(headers: Mapping[str, Any], key_id_header: str, signature_header:
 
 
 def decode_signed(verifier: Verifier, body: bytes, headers: Mapping[str, Any] | None, *kinds: type[M],
-                  bucket: str | None = None) -> M:
+                  bucket: str | None = None, key_prefix: str = "") -> M:
     """Check the size, verify the signature, then parse: a forged message is rejected before it is read.
 
     The key's role must be one that signs such a message (a producer's key cannot sign an ACK, a
     group's key cannot sign a pointer), and an ACK must name the group whose key signed it. With
-    ``bucket``, a message naming an object in any other bucket is refused (``foreign_bucket``).
+    ``bucket``, a message naming an object in any other bucket or outside ``key_prefix`` is
+    refused (``foreign_bucket``).
     """
     check_size(body)
     signer = verifier.verify(body, headers)
@@ -315,5 +316,5 @@ def decode_signed(verifier: Verifier, body: bytes, headers: Mapping[str, Any] | 
         raise InvalidMessage(f"ACK for recipient {message.recipient!r} signed with group {signer.group!r}'s key "
                              f"{signer.key_id!r}", "forged")
     if bucket is not None:
-        check_bucket(message, bucket)
+        check_bucket(message, bucket, key_prefix)
     return message

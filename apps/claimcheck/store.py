@@ -3,11 +3,14 @@
 Works against any S3-compatible endpoint (SeaweedFS locally, MinIO in Kubernetes, AWS S3).
 """
 
+import base64
 import hashlib
 import io
 import tempfile
+import urllib.parse
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
 import boto3
@@ -50,6 +53,111 @@ class ObjectMissing(Exception):
     """The object a pointer names does not exist (never uploaded, or already deleted)."""
 
 
+class StorageConfigError(ValueError):
+    """A storage setting (SSE, tags, prefix) that cannot work; the message names the setting."""
+
+
+class NoCustomerKey(Exception):
+    """A pointer names an SSE-C key this consumer does not hold: not the payload's fault, so it is
+    retried (and dead-lettered as ``processing_failed`` after the delivery limit)."""
+
+
+# Tags every stored object carries when tagging is on: a bucket lifecycle rule filtering on
+# ``claimcheck-managed=true`` is a last-resort safety net (docs/library.md).
+MANAGED_TAG = ("claimcheck-managed", "true")
+JOB_TAG = "claimcheck-job"
+MAX_TAGS = 10  # S3's limit per object
+
+
+def customer_key_md5(key: bytes) -> str:
+    """How S3 names an SSE-C key: base64 of its MD5 (not a secret)."""
+    return base64.b64encode(hashlib.md5(key, usedforsecurity=False).digest()).decode()
+
+
+def _parse_customer_keys(text: str) -> list[bytes]:
+    keys = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            raw = base64.urlsafe_b64decode(item + "=" * (-len(item) % 4))
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise StorageConfigError("CLAIMCHECK_S3_SSE_CUSTOMER_KEYS must hold urlsafe base64 of 32-byte keys")
+        keys.append(raw)
+    return keys
+
+
+def _parse_tags(text: str) -> dict[str, str]:
+    tags = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise StorageConfigError(f"CLAIMCHECK_S3_TAGS must be k=v items separated by commas, got {item!r}")
+        tags[name] = value
+    return tags
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """How a producer stores payloads and a consumer reads them back.
+
+    ``sse``: "" (the bucket's default encryption), "AES256" (SSE-S3), "aws:kms" (SSE-KMS with
+    ``kms_key_id``, or the account's default KMS key) or "SSE-C" (the first of ``customer_keys``;
+    consumers decrypt with whichever key a pointer names). ``tags`` (with ``tag_objects``) are
+    added to every stored object.
+    """
+
+    sse: str = ""
+    kms_key_id: str = ""
+    customer_keys: tuple[bytes, ...] = ()
+    tag_objects: bool = False
+    tags: Mapping[str, str] = field(default_factory=dict)
+    key_prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.sse not in ("", "AES256", "aws:kms", "SSE-C"):
+            raise StorageConfigError(f"unknown server-side encryption {self.sse!r}: use AES256, aws:kms or SSE-C")
+        if self.kms_key_id and self.sse != "aws:kms":
+            raise StorageConfigError("a KMS key id goes with sse='aws:kms'")
+        if self.sse == "SSE-C" and not self.customer_keys:
+            raise StorageConfigError("sse='SSE-C' needs a customer key (CLAIMCHECK_S3_SSE_CUSTOMER_KEYS)")
+        if any(len(key) != 32 for key in self.customer_keys):
+            raise StorageConfigError("SSE-C customer keys are 32 bytes")
+        if self.tags and not self.tag_objects:
+            object.__setattr__(self, "tag_objects", True)
+        if len(self.tags) > MAX_TAGS - 2:
+            raise StorageConfigError(f"at most {MAX_TAGS - 2} tags of your own (S3 allows {MAX_TAGS} per object)")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "StorageOptions":
+        return cls(settings.s3_sse, settings.s3_sse_kms_key_id, tuple(_parse_customer_keys(settings.s3_sse_customer_keys)),
+                   settings.s3_tag_objects, _parse_tags(settings.s3_tags), settings.s3_key_prefix)
+
+    def upload_args(self, job: str) -> tuple[dict[str, Any], str | None]:
+        """boto3's ExtraArgs for storing an object of ``job``, and the SSE-C key's MD5 if any."""
+        args: dict[str, Any] = {"ContentType": "application/gzip"}
+        key_md5 = None
+        if self.sse == "SSE-C":
+            args |= {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": self.customer_keys[0]}
+            key_md5 = customer_key_md5(self.customer_keys[0])
+        elif self.sse:
+            args["ServerSideEncryption"] = self.sse
+            if self.kms_key_id:
+                args["SSEKMSKeyId"] = self.kms_key_id
+        if self.tag_objects:
+            args["Tagging"] = urllib.parse.urlencode([MANAGED_TAG, (JOB_TAG, job), *self.tags.items()])
+        return args, key_md5
+
+    def download_args(self, key_md5: str | None) -> dict[str, Any]:
+        """get_object's SSE-C arguments for an object encrypted with the key named ``key_md5``."""
+        if key_md5 is None:
+            return {}
+        for key in self.customer_keys:
+            if customer_key_md5(key) == key_md5:
+                return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}
+        raise NoCustomerKey(f"no SSE-C key with MD5 {key_md5} in CLAIMCHECK_S3_SSE_CUSTOMER_KEYS")
+
+
 def client(settings: Settings) -> Any:
     """A boto3 S3 client for the configured endpoint, with botocore's standard retries."""
     return boto3.client(
@@ -82,9 +190,11 @@ def ensure_bucket(s3: Any, bucket: str) -> None:
                 raise
 
 
-def upload(s3: Any, bucket: str, key: str, stream: io.RawIOBase | IO[bytes]) -> None:
+def upload(s3: Any, bucket: str, key: str, stream: io.RawIOBase | IO[bytes],
+           extra_args: Mapping[str, Any] | None = None) -> None:
     """Stream ``stream`` into ``bucket/key``, multipart above 8 MiB."""
-    s3.upload_fileobj(stream, bucket, key, ExtraArgs={"ContentType": "application/gzip"}, Config=TRANSFER)
+    s3.upload_fileobj(stream, bucket, key, ExtraArgs=dict(extra_args or {"ContentType": "application/gzip"}),
+                      Config=TRANSFER)
 
 
 def delete(s3: Any, bucket: str, key: str) -> None:
@@ -113,10 +223,10 @@ def list_keys(s3: Any, bucket: str, prefix: str = "") -> list[str]:
     return keys
 
 
-def _open_object(s3: Any, pointer: Pointer) -> Any:
+def _open_object(s3: Any, pointer: Pointer, options: StorageOptions) -> Any:
     """GET the object; refuse it before reading a byte when its Content-Length is not the announced size."""
     try:
-        response = s3.get_object(Bucket=pointer.bucket, Key=pointer.key)
+        response = s3.get_object(Bucket=pointer.bucket, Key=pointer.key, **options.download_args(pointer.sse_customer_key_md5))
     except ClientError as exc:
         if exc.response["Error"]["Code"] in ("NoSuchKey", "404", "NotFound"):
             raise ObjectMissing(f"object s3://{pointer.bucket}/{pointer.key} does not exist") from None
@@ -144,7 +254,21 @@ def _object_chunks(body: Any, announced: int) -> Iterator[bytes]:
         yield chunk
 
 
-def download_verified(s3: Any, pointer: Pointer) -> IO[bytes]:
+def open_verified(s3: Any, pointer: Pointer, options: StorageOptions | None = None) -> IO[bytes]:
+    """The verified payload of ``pointer``, rewound: inline or downloaded, never a byte unchecked."""
+    if pointer.is_inline:
+        return verified_inline(pointer)
+    return download_verified(s3, pointer, options)
+
+
+def verified_inline(pointer: Pointer) -> IO[bytes]:
+    """An inline payload, once its sha256 matched the pointer (its size was checked on decoding)."""
+    data = pointer.inline_bytes()
+    _expect("payload sha256", hashlib.sha256(data).hexdigest(), pointer.payload_sha256)
+    return io.BytesIO(data)
+
+
+def download_verified(s3: Any, pointer: Pointer, options: StorageOptions | None = None) -> IO[bytes]:
     """Download, decompress and verify the payload ``pointer`` names; return it rewound.
 
     Sizes and sha256 of the stored object and of the decompressed payload must all match the
@@ -161,8 +285,9 @@ def download_verified(s3: Any, pointer: Pointer) -> IO[bytes]:
     decompressor = isal_zlib.decompressobj(31)  # same API as zlib's, ~2x faster
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - returned; the caller closes it
     body = None
+    assert pointer.object_size is not None
     try:
-        body = _open_object(s3, pointer)
+        body = _open_object(s3, pointer, options or StorageOptions())
         for chunk in _object_chunks(body, pointer.object_size):
             object_size += len(chunk)
             object_hash.update(chunk)
@@ -186,7 +311,7 @@ def download_verified(s3: Any, pointer: Pointer) -> IO[bytes]:
         if body is not None:
             body.close()
     spool.seek(0)
-    return spool  # type: ignore[return-value]
+    return spool
 
 
 def _check_stream_end(decompressor: Any, spool: IO[bytes], pointer: Pointer, object_read: int) -> None:
@@ -195,7 +320,7 @@ def _check_stream_end(decompressor: Any, spool: IO[bytes], pointer: Pointer, obj
         raise IntegrityError(
             f"payload size mismatch: pointer says {pointer.payload_size}, the gzip stream ends after {spool.tell()}"
         )
-    if decompressor.unused_data or object_read < pointer.object_size:
+    if decompressor.unused_data or object_read < (pointer.object_size or 0):
         raise IntegrityError(
             f"gzip stream has trailing data: it ends {object_read - len(decompressor.unused_data)} bytes into "
             f"an object of {pointer.object_size}"

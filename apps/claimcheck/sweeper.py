@@ -72,8 +72,13 @@ class PointerQueueBarrier:
         return sent_at
 
 
-def sweep(s3: S3Client, ledger: Ledger, bucket: str, grace_seconds: float, barrier: SweepBarrier, prefix: str = "") -> int:
-    """Sweep the keys under ``prefix`` once; return how many orphans were removed."""
+def sweep(s3: S3Client, ledger: Ledger, bucket: str, grace_seconds: float, barrier: SweepBarrier, prefix: str = "",
+          key_prefix: str = "") -> int:
+    """Sweep the keys under ``key_prefix + prefix`` once; return how many orphans were removed.
+
+    ``key_prefix`` is the deployment's (CLAIMCHECK_S3_KEY_PREFIX): only keys of the
+    :func:`claimcheck.protocol.object_key` form directly under it are considered.
+    """
     passed = barrier()
     if passed is None:
         metrics.SWEEPS_POSTPONED.inc()
@@ -83,10 +88,11 @@ def sweep(s3: S3Client, ledger: Ledger, bucket: str, grace_seconds: float, barri
     cutoff = passed - timedelta(seconds=grace_seconds)
     swept = 0
     # Objects in the bucket: those the ledger never heard of, or knows only from an intent.
+    prefix = key_prefix + prefix
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": PAGE})
     for page in pages:
         for item in page.get("Contents", []):
-            parsed = parse_object_key(item["Key"])
+            parsed = parse_object_key(item["Key"], key_prefix)
             if parsed is not None and item["LastModified"] < cutoff:
                 swept += _sweep_one(s3, ledger, bucket, *parsed, item["Key"], cutoff)
     # Announced uploads whose pointer never came, including those that never reached S3.

@@ -21,7 +21,7 @@ from claimcheck.consumer import RecipientConsumer
 from claimcheck.deadletter import BODY_BYTES_HEADER, KEPT_BODY_BYTES
 from claimcheck.ledger import Ledger
 from claimcheck.producer import publish_pointer
-from claimcheck.protocol import Pointer
+from claimcheck.protocol import MAX_MESSAGE_BYTES, Pointer
 from claimcheck.publisher import BrokerSession
 from claimcheck.signing import KEY_ID_HEADER, SIGNATURE_HEADER
 from tests.integration.integration_helpers import DeadLetters, LocalKeys, unique, wait_until
@@ -152,10 +152,10 @@ def test_an_oversized_body_is_dead_lettered_with_a_bounded_prefix(
     hostile: tuple[Target, RawPublisher, RecipientConsumer], dead_letters: DeadLetters, keyring: LocalKeys,
 ) -> None:
     target, publisher, _ = hostile
-    body = b"x" * 100_000  # over the protocol's 64 KiB, under the broker's 128 KiB
+    body = b"x" * (MAX_MESSAGE_BYTES + 2_000)  # over the protocol's limit, under the broker's 128 KiB
     ids = send_everywhere(target, publisher, body, keyring.sign(body), unique("oversized"))
     for message_id, reason in reasons(dead_letters, ids).items():
-        assert "exceeds the 65536-byte limit" in reason, reason
+        assert f"exceeds the {MAX_MESSAGE_BYTES}-byte limit" in reason, reason
         parked_headers, parked_body = dead_letters.seen[message_id]
         assert len(parked_body) == KEPT_BODY_BYTES and parked_body == body[:KEPT_BODY_BYTES]
         assert parked_headers[BODY_BYTES_HEADER] == len(body)

@@ -118,7 +118,7 @@ def test_an_oversized_body_is_refused_before_its_signature_is_computed() -> None
             raise AssertionError("signature computed over an oversized body")
 
     body = b" " * (MAX_MESSAGE_BYTES + 1)
-    with pytest.raises(InvalidMessage, match="exceeds the 65536-byte limit"):
+    with pytest.raises(InvalidMessage, match=f"exceeds the {MAX_MESSAGE_BYTES}-byte limit"):
         decode_signed(Refusing(), body, POINTERS.sign(body), Pointer)
 
 

@@ -3,7 +3,7 @@ from typing import Any
 
 import pytest
 
-from claimcheck.protocol import Ack, InvalidMessage, Pointer, decode, make_pointer, now
+from claimcheck.protocol import MAX_MESSAGE_BYTES, Ack, InvalidMessage, Pointer, decode, make_pointer, now
 
 SHA = "a" * 64
 
@@ -54,7 +54,7 @@ def _mutated(**changes: object) -> bytes:
         (_mutated(recipients=["coordinator"], recipients_total=1), "reserved"),
         (_mutated(payload_size=-1), "payload_size"),
         (_mutated(surprise=1), "surprise"),
-        (b"{" + b" " * 70_000 + b"}", "exceeds"),
+        (b"{" + b" " * MAX_MESSAGE_BYTES + b"}", "exceeds"),
     ],
 )
 def test_malformed_pointers_are_rejected_with_a_reason(body: bytes, reason: str) -> None:
