@@ -41,7 +41,7 @@ from claimcheck.protocol import (
 from claimcheck.publisher import BrokerSession, reconnecting
 from claimcheck.signing import Signer
 from claimcheck.sources import Data, Source, peek, source_of
-from claimcheck.store import StorageConfigError, StorageOptions
+from claimcheck.store import StorageOptions
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +132,11 @@ def store_payload(s3: Any, settings: Settings, job: str, seq: int, size: int, re
     """
     object_id = uuid.uuid4().hex
     source = Source(lambda: payload.generate(size, job, object_id, seq), replayable=True)
-    return _stored_pointer(s3, settings.s3_bucket, StorageOptions(key_prefix=settings.s3_key_prefix), object_id, job,
-                           source, recipients, announce=announce)
+    return _stored_pointer(s3, settings, StorageOptions.from_settings(settings), object_id, job, source, recipients,
+                           announce=announce)
 
 
-def _stored_pointer(s3: Any, bucket: str, storage: StorageOptions, object_id: str, job: str, source: Source,
+def _stored_pointer(s3: Any, settings: Settings, storage: StorageOptions, object_id: str, job: str, source: Source,
                     recipients: Sequence[str], announce: Callable[[Intent], None] | None,
                     content_type: str = "application/json", metadata: Mapping[str, str] | None = None) -> Pointer:
     """Announce, gzip and upload one payload; return the pointer describing it.
@@ -147,7 +147,8 @@ def _stored_pointer(s3: Any, bucket: str, storage: StorageOptions, object_id: st
     """
     started = time.monotonic()
     extension = OBJECT_KEY_EXTENSION if content_type == "application/json" else "bin.gz"
-    key = object_key(job, object_id, extension, storage.key_prefix)
+    bucket = settings.s3_bucket
+    key = object_key(job, object_id, extension, settings.s3_key_prefix)
     if announce is not None:
         announce(Intent(object_id=object_id, job=job, bucket=bucket, key=key, created_at=now()))
     extra_args, key_md5 = storage.upload_args(job)
@@ -220,8 +221,6 @@ class Producer:
         if not 0 <= self._inline_threshold <= MAX_INLINE_BYTES:
             raise ValueError(f"inline_threshold must be between 0 and {MAX_INLINE_BYTES} bytes")
         self._storage = storage or StorageOptions.from_settings(self._settings)
-        if self._storage.key_prefix != self._settings.s3_key_prefix:
-            raise StorageConfigError("the key prefix is a deployment setting (CLAIMCHECK_S3_KEY_PREFIX), like the bucket")
         self._signer = self._settings.pointer_signer()
         self._allowed = self._settings.allowed_recipients()
         self._s3: Any = None
@@ -293,8 +292,8 @@ class Producer:
                                  message_id=f"intent-{intent.object_id}", headers=self._signer.sign(body))
             announced.append(time.monotonic())
 
-        pointer = _stored_pointer(self._s3, self._settings.s3_bucket, self._storage, object_id, job, source, recipients,
-                                  announce, content_type, metadata)
+        pointer = _stored_pointer(self._s3, self._settings, self._storage, object_id, job, source, recipients, announce,
+                                  content_type, metadata)
         age = time.monotonic() - announced[0]
         if age > self._fresh_for:
             raise IntentExpired(f"object {object_id} took {age:.0f} s from intent to pointer, more than half the "

@@ -112,7 +112,6 @@ class StorageOptions:
     customer_keys: tuple[bytes, ...] = ()
     tag_objects: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
-    key_prefix: str = ""
 
     def __post_init__(self) -> None:
         if self.sse not in ("", "AES256", "aws:kms", "SSE-C"):
@@ -131,7 +130,7 @@ class StorageOptions:
     @classmethod
     def from_settings(cls, settings: Settings) -> "StorageOptions":
         return cls(settings.s3_sse, settings.s3_sse_kms_key_id, tuple(_parse_customer_keys(settings.s3_sse_customer_keys)),
-                   settings.s3_tag_objects, _parse_tags(settings.s3_tags), settings.s3_key_prefix)
+                   settings.s3_tag_objects, _parse_tags(settings.s3_tags))
 
     def upload_args(self, job: str) -> tuple[dict[str, Any], str | None]:
         """boto3's ExtraArgs for storing an object of ``job``, and the SSE-C key's MD5 if any."""

@@ -18,7 +18,7 @@ from claimcheck.ledger import Ledger
 from claimcheck.producer import publish_pointer
 from claimcheck.protocol import MAX_METADATA_ITEMS, Pointer
 from claimcheck.topology import DELIVERY_LIMIT
-from integration_helpers import DeadLetters, LocalKeys, Running, unique, wait_until
+from tests.integration.integration_helpers import DeadLetters, LocalKeys, Running, unique, wait_until
 
 THRESHOLD = 64 * 1024
 
