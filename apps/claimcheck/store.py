@@ -327,9 +327,10 @@ def _check_stream_end(decompressor: Any, spool: IO[bytes], pointer: Pointer, obj
 
 
 def _feed(decompressor: Any, data: bytes, digest: Any, sink: IO[bytes], limit: int) -> None:
-    """Decompress ``data`` into ``sink``, never producing more than one byte past ``limit``."""
+    """Decompress ``data`` into ``sink``, never producing more than one byte past ``limit``, at most
+    READ_CHUNK bytes at a time (a highly compressible megabyte may hold a hundred of them)."""
     while data:
-        _emit(decompressor.decompress(data, limit - sink.tell() + 1), digest, sink, limit)
+        _emit(decompressor.decompress(data, min(limit - sink.tell() + 1, READ_CHUNK)), digest, sink, limit)
         data = decompressor.unconsumed_tail
 
 
