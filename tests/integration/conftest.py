@@ -1,6 +1,7 @@
 """Fixtures for tests against the real local stack (``make up``): RabbitMQ cluster behind
 HAProxy, PostgreSQL and SeaweedFS. A stack that is not running fails the tests loudly."""
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -8,7 +9,7 @@ import pika
 import psycopg2
 import pytest
 
-from claimcheck import store, topology
+from claimcheck import Consumer, Message, store, topology
 from claimcheck.config import Settings
 from claimcheck.consumer import Hook, RecipientConsumer, noop_hook
 from claimcheck.coordinator import Coordinator
@@ -99,20 +100,49 @@ def recipients(settings: Settings) -> Iterator[Callable[..., list[str]]]:
 
 
 @pytest.fixture
-def start_consumer(settings: Settings) -> Iterator[Callable[..., RecipientConsumer]]:
+def running() -> Iterator[Callable[[str, Callable[[threading.Event], None], threading.Event], None]]:
+    """Run components in threads until they consume; all are stopped after the test."""
+    started: list[Running] = []
+
+    def start(name: str, run: Callable[[threading.Event], None], consuming: threading.Event) -> None:
+        started.append(Running(name, run))
+        # Consuming means its queue is declared: producers check that every recipient has one.
+        wait_until(consuming.is_set, 30, f"{name} consuming")
+
+    yield start
+    for item in started:
+        item.stop()
+
+
+@pytest.fixture
+def start_consumer(settings: Settings, running: Any) -> Callable[..., RecipientConsumer]:
     """Start consumer replicas in threads; all are stopped after the test."""
-    running: list[Running] = []
 
     def start(recipient: str, hook: Hook = noop_hook, workers: int = 4) -> RecipientConsumer:
         replica = RecipientConsumer(settings, recipient, hook, workers)
-        running.append(Running(f"consumer-{recipient}", replica.run))
-        # Consuming means its queue is declared: producers check that every recipient has one.
-        wait_until(replica.consuming.is_set, 30, f"consumer of {recipient} consuming")
+        running(f"consumer-{recipient}", replica.run, replica.consuming)
         return replica
 
-    yield start
-    for item in running:
-        item.stop()
+    return start
+
+
+@pytest.fixture
+def library(settings: Settings, coordinator_url: str) -> Settings:
+    """Settings as an application passes them in code, pointing at the session's coordinator."""
+    return settings.model_copy(update={"coordinator_url": coordinator_url})
+
+
+@pytest.fixture
+def start_library_consumer(library: Settings, running: Any) -> Callable[..., Consumer]:
+    """Start library Consumers (the public API) in threads; all are stopped after the test."""
+
+    def start(group: str, handler: Callable[[Message], None], settings: Settings | None = None,
+              workers: int = 2) -> Consumer:
+        consumer = Consumer(group, handler, workers=workers, settings=settings or library)
+        running(f"library-{group}", consumer.run, consumer.consuming)
+        return consumer
+
+    return start
 
 
 @pytest.fixture

@@ -8,17 +8,17 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from claimcheck import Consumer, Message, Producer, Settings, wait_until_deleted
+from claimcheck import Message, Producer, Settings, wait_until_deleted
 from claimcheck.ledger import Ledger
 from claimcheck.producer import publish_pointer
 from claimcheck.protocol import MAX_METADATA_ITEMS, Pointer
 from claimcheck.topology import DELIVERY_LIMIT
-from tests.integration.integration_helpers import DeadLetters, LocalKeys, Running, unique, wait_until
+from tests.integration.integration_helpers import DeadLetters, LocalKeys, unique, wait_until
 
 THRESHOLD = 64 * 1024
 
@@ -44,34 +44,13 @@ class Received:
             return self.by_group.get(group, {}).get(object_id)
 
 
-@pytest.fixture
-def library(settings: Settings, coordinator_url: str) -> Settings:
-    """Settings as an application would pass them in code, pointing at the session's coordinator."""
-    return settings.model_copy(update={"coordinator_url": coordinator_url})
-
-
-@pytest.fixture
-def consumers(library: Settings) -> Iterator[Callable[[str, Callable[[Message], None]], Consumer]]:
-    running: list[Running] = []
-
-    def start(group: str, handler: Callable[[Message], None]) -> Consumer:
-        consumer = Consumer(group, handler, workers=2, settings=library)
-        running.append(Running(f"library-{group}", consumer.run))
-        wait_until(consumer.consuming.is_set, 30, f"{group} consuming")
-        return consumer
-
-    yield start
-    for item in running:
-        item.stop()
-
-
 def test_payloads_around_the_inline_threshold_reach_two_groups_byte_identical_and_are_deleted(
-    library: Settings, recipients: Callable[..., list[str]], consumers: Any, ledger: Ledger, s3: Any,
+    library: Settings, recipients: Callable[..., list[str]], start_library_consumer: Any, ledger: Ledger, s3: Any,
 ) -> None:
     groups = recipients("lib-a", "lib-b")
     received = Received()
     for group in groups:
-        consumers(group, received.handler(group))
+        start_library_consumer(group, received.handler(group))
     payloads = {size: os.urandom(size) for size in (0, 1, THRESHOLD, THRESHOLD + 1)}
     job = unique("lib")
     with Producer(library, job=job) as producer:
@@ -94,10 +73,10 @@ def test_payloads_around_the_inline_threshold_reach_two_groups_byte_identical_an
 
 
 def test_always_through_s3_stores_even_a_small_payload(library: Settings, recipients: Callable[..., list[str]],
-                                                      consumers: Any) -> None:
+                                                      start_library_consumer: Any) -> None:
     (group,) = recipients("lib-s3")
     received = Received()
-    consumers(group, received.handler(group))
+    start_library_consumer(group, received.handler(group))
     job = unique("lib-s3")
     with Producer(library, job=job, always_through_s3=True) as producer:
         pointer = producer.send(b"tiny", recipients=[group])
@@ -107,12 +86,12 @@ def test_always_through_s3_stores_even_a_small_payload(library: Settings, recipi
 
 
 def test_metadata_round_trips_and_tampering_is_refused_as_forged(
-    library: Settings, recipients: Callable[..., list[str]], consumers: Any, keyring: LocalKeys,
+    library: Settings, recipients: Callable[..., list[str]], start_library_consumer: Any, keyring: LocalKeys,
     dead_letters: DeadLetters, broker: Any,
 ) -> None:
     (group,) = recipients("lib-meta")
     received = Received()
-    consumers(group, received.handler(group))
+    start_library_consumer(group, received.handler(group))
     job = unique("lib-meta")
     metadata = {"filename": "report 2026.pdf", "customer-id": "42"}
     with Producer(library, job=job) as producer:
@@ -138,7 +117,8 @@ def test_metadata_round_trips_and_tampering_is_refused_as_forged(
 
 
 def test_a_handler_that_raises_means_not_processed(
-    library: Settings, recipients: Callable[..., list[str]], consumers: Any, ledger: Ledger, dead_letters: DeadLetters,
+    library: Settings, recipients: Callable[..., list[str]], start_library_consumer: Any, ledger: Ledger,
+    dead_letters: DeadLetters,
 ) -> None:
     flaky_group, broken_group = recipients("lib-flaky", "lib-broken")
     attempts: dict[str, int] = {}
@@ -155,8 +135,8 @@ def test_a_handler_that_raises_means_not_processed(
     def broken(message: Message) -> None:
         raise RuntimeError("this handler always fails")
 
-    consumers(flaky_group, flaky)
-    consumers(broken_group, broken)
+    start_library_consumer(flaky_group, flaky)
+    start_library_consumer(broken_group, broken)
     job = unique("lib-raise")
     with Producer(library, job=job) as producer:
         pointer = producer.send(b"payload", recipients=[flaky_group, broken_group])
@@ -181,7 +161,7 @@ def test_arguments_a_pointer_cannot_carry_are_refused_before_anything_is_sent(li
 
 
 def test_a_payload_from_a_generator_is_streamed(library: Settings, recipients: Callable[..., list[str]],
-                                                consumers: Any) -> None:
+                                                start_library_consumer: Any) -> None:
     (group,) = recipients("lib-gen")
     digests: dict[str, str] = {}
 
@@ -191,7 +171,7 @@ def test_a_payload_from_a_generator_is_streamed(library: Settings, recipients: C
             digest.update(chunk)
         digests[message.object_id] = digest.hexdigest()
 
-    consumers(group, handle)
+    start_library_consumer(group, handle)
     chunks = [os.urandom(300_000) for _ in range(10)]
     job = unique("lib-gen")
     with Producer(library, job=job) as producer:

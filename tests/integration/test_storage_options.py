@@ -5,48 +5,34 @@ Each is tried for real; what the server cannot do is skipped with the server's o
 
 import base64
 import os
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from claimcheck import Consumer, Message, Producer, Settings, StorageOptions, wait_until_deleted
+from claimcheck import Message, Producer, Settings, StorageOptions, wait_until_deleted
 from claimcheck.store import MANAGED_TAG, StorageConfigError
 from claimcheck.topology import DELIVERY_LIMIT
-from tests.integration.integration_helpers import DeadLetters, Running, unique, wait_until
+from tests.integration.integration_helpers import DeadLetters, unique, wait_until
 
 SIZE = 200_000  # above the inline threshold: stored in S3
 
 
 @pytest.fixture
-def library(settings: Settings, coordinator_url: str) -> Settings:
-    return settings.model_copy(update={"coordinator_url": coordinator_url})
-
-
-@pytest.fixture
-def receive(library: Settings) -> Iterator[Callable[..., dict[str, bytes]]]:
+def receive(start_library_consumer: Callable[..., Any]) -> Callable[..., dict[str, bytes]]:
     """Start a Consumer of ``group`` collecting payloads by object id."""
-    running: list[Running] = []
 
     def start(group: str, settings: Settings | None = None) -> dict[str, bytes]:
         got: dict[str, bytes] = {}
-        lock = threading.Lock()
 
         def handle(message: Message) -> None:
-            data = message.read()
-            with lock:
-                got[message.object_id] = data
+            got[message.object_id] = message.read()
 
-        consumer = Consumer(group, handle, settings=settings or library)
-        running.append(Running(f"storage-{group}", consumer.run))
-        wait_until(consumer.consuming.is_set, 30, f"{group} consuming")
+        start_library_consumer(group, handle, settings)
         return got
 
-    yield start
-    for item in running:
-        item.stop()
+    return start
 
 
 def _customer_key() -> str:
