@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, model_validator
 
@@ -107,6 +107,15 @@ class _Message(BaseModel):
         return self.model_dump_json(exclude_none=True).encode()
 
 
+class StoredObject(NamedTuple):
+    """Where a stored payload lives, and the gzip object's size and sha256."""
+
+    bucket: str
+    key: str
+    size: int
+    sha256: str
+
+
 class Pointer(_Message):
     """Names a payload and the recipient groups that must each confirm it.
 
@@ -140,6 +149,13 @@ class Pointer(_Message):
     def is_inline(self) -> bool:
         """Whether the payload travels inside this pointer (nothing is stored in S3)."""
         return self.inline is not None
+
+    @property
+    def stored(self) -> StoredObject:
+        """The stored object this pointer names; ValueError for an inline payload."""
+        if self.bucket is None or self.key is None or self.object_size is None or self.object_sha256 is None:
+            raise ValueError("the payload of this pointer travels inline; nothing is stored")
+        return StoredObject(self.bucket, self.key, self.object_size, self.object_sha256)
 
     def inline_bytes(self) -> bytes:
         """The inline payload as sent (unverified: compare its sha256 with ``payload_sha256``)."""

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import IO, Any, BinaryIO, Union
 
 CHUNK_SIZE = 1024 * 1024
 
@@ -43,7 +43,7 @@ def source_of(data: Data) -> Source:
             raise FileNotFoundError(f"{path} is not a file")
         return Source(lambda: _file_chunks(path), replayable=True)
     if isinstance(data, io.IOBase) or hasattr(data, "read"):
-        return _file_object(data)  # type: ignore[arg-type]
+        return _file_object(data)  # type: ignore[arg-type]  # anything with read(): checked chunk by chunk
     if isinstance(data, Iterable):
         iterator = iter(data)
         return Source(lambda: _checked_chunks(iterator), replayable=False)
@@ -55,8 +55,8 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
         yield from iter(lambda: file.read(CHUNK_SIZE), b"")
 
 
-def _file_object(file: BinaryIO) -> Source:
-    if isinstance(file, io.TextIOBase):
+def _file_object(file: IO[Any]) -> Source:
+    if isinstance(getattr(file, "encoding", None), str):  # a text file decodes: its chunks would be str
         raise TypeError("send() needs a binary file (open it with 'rb')")
     seekable = file.seekable() if hasattr(file, "seekable") else False
     start = file.tell() if seekable else 0

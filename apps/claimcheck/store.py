@@ -224,18 +224,19 @@ def list_keys(s3: Any, bucket: str, prefix: str = "") -> list[str]:
 
 def _open_object(s3: Any, pointer: Pointer, options: StorageOptions) -> Any:
     """GET the object; refuse it before reading a byte when its Content-Length is not the announced size."""
+    stored = pointer.stored
     try:
-        response = s3.get_object(Bucket=pointer.bucket, Key=pointer.key, **options.download_args(pointer.sse_customer_key_md5))
+        response = s3.get_object(Bucket=stored.bucket, Key=stored.key, **options.download_args(pointer.sse_customer_key_md5))
     except ClientError as exc:
         if exc.response["Error"]["Code"] in ("NoSuchKey", "404", "NotFound"):
-            raise ObjectMissing(f"object s3://{pointer.bucket}/{pointer.key} does not exist") from None
+            raise ObjectMissing(f"object s3://{stored.bucket}/{stored.key} does not exist") from None
         raise
     body = response["Body"]
     length = response.get("ContentLength")
-    if isinstance(length, int) and length != pointer.object_size:
+    if isinstance(length, int) and length != stored.size:
         body.close()  # closes the connection instead of draining it
         raise IntegrityError(
-            f"object size mismatch: pointer says {pointer.object_size}, S3 announces {length} bytes; not downloaded"
+            f"object size mismatch: pointer says {stored.size}, S3 announces {length} bytes; not downloaded"
         )
     return body
 
@@ -284,17 +285,17 @@ def download_verified(s3: Any, pointer: Pointer, options: StorageOptions | None 
     decompressor = isal_zlib.decompressobj(31)  # same API as zlib's, ~2x faster
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - returned; the caller closes it
     body = None
-    assert pointer.object_size is not None
+    stored = pointer.stored
     try:
         body = _open_object(s3, pointer, options or StorageOptions())
-        for chunk in _object_chunks(body, pointer.object_size):
+        for chunk in _object_chunks(body, stored.size):
             object_size += len(chunk)
             object_hash.update(chunk)
             _feed(decompressor, chunk, payload_hash, spool, pointer.payload_size)
             if decompressor.eof:
                 _check_stream_end(decompressor, spool, pointer, object_size)
-        _expect("object size", object_size, pointer.object_size)
-        _expect("object sha256", object_hash.hexdigest(), pointer.object_sha256)
+        _expect("object size", object_size, stored.size)
+        _expect("object sha256", object_hash.hexdigest(), stored.sha256)
         _emit(decompressor.flush(), payload_hash, spool, pointer.payload_size)
         if not decompressor.eof:
             raise IntegrityError("gzip stream is truncated: the object ends before the gzip stream does")
@@ -319,10 +320,10 @@ def _check_stream_end(decompressor: Any, spool: IO[bytes], pointer: Pointer, obj
         raise IntegrityError(
             f"payload size mismatch: pointer says {pointer.payload_size}, the gzip stream ends after {spool.tell()}"
         )
-    if decompressor.unused_data or object_read < (pointer.object_size or 0):
+    if decompressor.unused_data or object_read < pointer.stored.size:
         raise IntegrityError(
             f"gzip stream has trailing data: it ends {object_read - len(decompressor.unused_data)} bytes into "
-            f"an object of {pointer.object_size}"
+            f"an object of {pointer.stored.size}"
         )
 
 

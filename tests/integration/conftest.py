@@ -178,6 +178,6 @@ def stored(settings: Settings, s3: Any, broker: BrokerSession) -> Callable[..., 
 @pytest.fixture
 def object_exists(settings: Settings, s3: Any) -> Callable[[Pointer], bool]:
     def exists(pointer: Pointer) -> bool:
-        return bool(store.list_keys(s3, pointer.bucket, pointer.key))
+        return bool(store.list_keys(s3, *pointer.stored[:2]))
 
     return exists

@@ -146,10 +146,10 @@ def oversized(s3: Any, settings: Settings) -> Iterator[tuple[Pointer, int]]:
             yield zeros[: min(len(zeros), left)]
             left -= min(len(zeros), left)
 
-    stream = upload(s3, settings, pointer.key, chunks())
+    stream = upload(s3, settings, pointer.stored.key, chunks())
     assert stream.size == total
     yield pointer, total
-    store.delete(s3, settings.s3_bucket, pointer.key)
+    store.delete(s3, settings.s3_bucket, pointer.stored.key)
 
 
 def measured_download(s3: Any, pointer: Pointer) -> tuple[str, float, int]:
@@ -178,7 +178,7 @@ def test_an_object_larger_than_its_pointer_says_is_refused_before_it_is_read(
     reason, _, peak = measured_download(counting, pointer)
     print(f"read {counting.bytes_read} of {total} bytes")
     assert "object size" in reason and str(total) in reason
-    assert counting.bytes_read <= pointer.object_size + 1
+    assert counting.bytes_read <= pointer.stored.size + 1
     assert counting.closed, "the response body was left open"
     assert peak < 4 * MiB
 
@@ -191,7 +191,7 @@ def test_without_a_content_length_reading_stops_at_the_first_byte_past_the_annou
     reason, _, peak = measured_download(counting, pointer)
     print(f"read {counting.bytes_read} of {total} bytes")
     assert "object size" in reason
-    assert counting.bytes_read <= pointer.object_size + 1
+    assert counting.bytes_read <= pointer.stored.size + 1
     assert peak < 4 * MiB
 
 
@@ -202,8 +202,8 @@ def stored_with_trailing_data(s3: Any, settings: Settings, objects: list[str], p
     whole = head + tail
     pointer = pointer_for(settings, payload=payload, payload_size=payload_size, object_size=len(whole),
                           object_sha256=hashlib.sha256(whole).hexdigest())
-    objects.append(pointer.key)
-    upload(s3, settings, pointer.key, [whole])
+    objects.append(pointer.stored.key)
+    upload(s3, settings, pointer.stored.key, [whole])
     return pointer
 
 
@@ -213,9 +213,9 @@ def test_a_gzip_stream_that_ends_before_the_object_fails_when_it_ends(
     pointer = stored_with_trailing_data(s3, settings, objects, os.urandom(MiB), trailing=12 * MiB)
     counting = CountingS3(s3)
     reason, _, _ = measured_download(counting, pointer)
-    print(f"read {counting.bytes_read} of {pointer.object_size} bytes")
+    print(f"read {counting.bytes_read} of {pointer.stored.size} bytes")
     assert "trailing data" in reason
-    assert counting.bytes_read < pointer.object_size // 2
+    assert counting.bytes_read < pointer.stored.size // 2
 
 
 def test_a_gzip_stream_that_ends_short_of_the_announced_payload_fails_when_it_ends(
@@ -225,9 +225,9 @@ def test_a_gzip_stream_that_ends_short_of_the_announced_payload_fails_when_it_en
                                         payload_size=2 * MiB)
     counting = CountingS3(s3)
     reason, _, _ = measured_download(counting, pointer)
-    print(f"read {counting.bytes_read} of {pointer.object_size} bytes")
+    print(f"read {counting.bytes_read} of {pointer.stored.size} bytes")
     assert "payload size" in reason
-    assert counting.bytes_read < pointer.object_size // 2
+    assert counting.bytes_read < pointer.stored.size // 2
 
 
 def test_a_shorter_payload_than_announced_is_refused(s3: Any, settings: Settings, objects: list[str]) -> None:
@@ -235,8 +235,8 @@ def test_a_shorter_payload_than_announced_is_refused(s3: Any, settings: Settings
     whole = member(payload)
     pointer = pointer_for(settings, payload=payload, payload_size=len(payload) + 1, object_size=len(whole),
                           object_sha256=hashlib.sha256(whole).hexdigest())
-    objects.append(pointer.key)
-    upload(s3, settings, pointer.key, [whole])
+    objects.append(pointer.stored.key)
+    upload(s3, settings, pointer.stored.key, [whole])
     reason, _, _ = measured_download(CountingS3(s3), pointer)
     assert "payload size" in reason
 
@@ -245,8 +245,8 @@ def test_a_truncated_gzip_stream_is_refused(s3: Any, settings: Settings, objects
     payload = os.urandom(MiB)
     cut = member(payload)[: -4 * KiB]
     pointer = pointer_for(settings, payload=payload, object_size=len(cut), object_sha256=hashlib.sha256(cut).hexdigest())
-    objects.append(pointer.key)
-    upload(s3, settings, pointer.key, [cut])
+    objects.append(pointer.stored.key)
+    upload(s3, settings, pointer.stored.key, [cut])
     reason, _, _ = measured_download(CountingS3(s3), pointer)
     assert "truncated" in reason
 
@@ -281,11 +281,11 @@ def test_a_longer_payload_than_announced_is_refused_early_and_never_spooled_past
     announced = 3 * MiB  # past store.SPOOL_IN_MEMORY: the spool is on disk by then
     pointer = pointer_for(settings, payload=payload, payload_size=announced, object_size=len(whole),
                           object_sha256=hashlib.sha256(whole).hexdigest())
-    objects.append(pointer.key)
-    upload(s3, settings, pointer.key, [whole])
+    objects.append(pointer.stored.key)
+    upload(s3, settings, pointer.stored.key, [whole])
     counting = CountingS3(s3)
     reason, _, _ = measured_download(counting, pointer)
-    print(f"read {counting.bytes_read} of {pointer.object_size} bytes, spooled at most {max(spooled)} bytes")
+    print(f"read {counting.bytes_read} of {pointer.stored.size} bytes, spooled at most {max(spooled)} bytes")
     assert "exceeds" in reason and str(announced) in reason
-    assert counting.bytes_read < pointer.object_size // 2
+    assert counting.bytes_read < pointer.stored.size // 2
     assert spooled and max(spooled) <= announced
