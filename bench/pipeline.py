@@ -17,7 +17,8 @@ from typing import Any
 import psycopg2
 from psycopg2 import extensions as pg
 
-from bench.stack import PYTHON, BenchEnv, CpuMeter, Proc, free_port, mgmt, queue_counters, quote
+from bench.stack import PYTHON, BenchEnv, CpuMeter, Proc, mgmt, queue_counters, quote
+from claimcheck.localstack.ports import free_port
 
 log = logging.getLogger("bench")
 MiB = 1024 * 1024

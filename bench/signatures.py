@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from claimcheck.config import Settings
+from claimcheck.localstack import ports
 from claimcheck.protocol import Ack, make_pointer, now, object_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ def _per_op(call: Callable[[], object], count: int) -> float:
 
 
 def measure(count: int = 2000) -> dict[str, float]:
-    settings = Settings(amqp_url="amqp://guest:guest@127.0.0.1:35672/%2F")
+    settings = Settings(amqp_url=f"amqp://guest:guest@{ports.HOST}:{ports.LOCAL.amqp}/%2F")  # a broker on loopback
     object_id = "0" * 32
     pointer = make_pointer(object_id=object_id, job="bench", bucket="claimcheck", key=object_key("bench", object_id),
                            payload_size=1 << 20, payload_sha256="a" * 64, object_size=1 << 19, object_sha256="b" * 64,

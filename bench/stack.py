@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -257,12 +256,6 @@ class Proc(ChildProcess):
             except (OSError, ValueError, KeyError):
                 maxrss_bytes = 0  # unknown rather than the launcher's inherited figure
         return super()._reaped(returncode, seconds, maxrss_bytes, cpu_seconds)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- the run's vhosts, databases and bucket -------------------------------------------------

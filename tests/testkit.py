@@ -22,6 +22,7 @@ from psycopg2 import extensions as pg
 from claimcheck import store, topology
 from claimcheck.config import Settings
 from claimcheck.localstack.ports import HOST, LOCAL
+from claimcheck.localstack.ports import free_port as free_port  # re-exported for the suites
 from claimcheck.migrate import migrate
 
 T = TypeVar("T")
@@ -57,13 +58,6 @@ def wait_until(
 def counted(name: str, **labels: str) -> float:
     """A counter's current value in this process's metrics registry (0 before its first increment)."""
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def unique(name: str) -> str:

@@ -15,9 +15,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from claimcheck.localstack.ports import HOST, LOCAL
+
 DEFAULT_STUCK_AFTER_SECONDS = 600.0
 DEFAULT_RECONCILE_INTERVAL_SECONDS = 5.0
-DEFAULT_COORDINATOR_URL = "http://127.0.0.1:38080"
+DEFAULT_COORDINATOR_URL = f"http://{HOST}:{LOCAL.coordinator}"  # a coordinator of the local stack (`make coordinator`)
 DEFAULT_APP_IMAGE = "claimcheck:latest"
 DEFAULT_SECRET_PREFIX = "claimcheck"
 FINALIZER = "claimcheck.io/finalizer"

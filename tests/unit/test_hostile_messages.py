@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from claimcheck.config import Settings
+from claimcheck.localstack import ports
 from claimcheck.protocol import (
     MAX_MESSAGE_BYTES,
     POINTER_QUEUE_KINDS,
@@ -26,7 +27,7 @@ from claimcheck.protocol import (
 )
 from claimcheck.signing import KEY_ID_HEADER, SIGNATURE_HEADER, Verifier, decode_signed
 
-LOCAL = Settings(amqp_url="amqp://guest:guest@127.0.0.1:35672/%2F")
+LOCAL = Settings(amqp_url=f"amqp://guest:guest@{ports.HOST}:{ports.LOCAL.amqp}/%2F")  # a broker on loopback
 VERIFIER = LOCAL.coordinator_verifier()
 POINTERS = LOCAL.pointer_signer()
 ACKS = LOCAL.ack_signer("billing")

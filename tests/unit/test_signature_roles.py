@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from claimcheck.config import LOCAL_POINTER_SIGNING_KEY, InsecureDefault, Settings
+from claimcheck.localstack import ports
 from claimcheck.protocol import Ack, AckBatch, AckedObject, Barrier, InvalidMessage, Pointer, make_pointer, now, object_key
 from claimcheck.signing import (
     KEY_ID_HEADER,
@@ -114,7 +115,7 @@ def test_malformed_ed25519_signatures_are_forged_not_a_crash(signature: Any) -> 
 
 
 def test_built_in_local_keys_work_on_loopback_and_are_refused_elsewhere() -> None:
-    local = Settings(amqp_url="amqp://guest:guest@127.0.0.1:35672/%2F")
+    local = Settings(amqp_url=f"amqp://guest:guest@{ports.HOST}:{ports.LOCAL.amqp}/%2F")  # a broker on loopback
     body = pointer()
     decode_signed(local.coordinator_verifier(), body, local.pointer_signer().sign(body), Pointer)
     confirmation = ack("audit")

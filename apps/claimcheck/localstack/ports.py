@@ -1,7 +1,8 @@
 """Every port of the local stack (``make up``), defined once.
 
 The settings' defaults (claimcheck/config.py), the role accounts (accounts.py), the services'
-configuration (services.py and templates/) and the tests all read them from here. A second stack
+configuration (services.py and templates/), the operator's default coordinator URL, the benchmarks
+and the tests all read them from here. A second stack
 beside the usual one (its own state directory, e.g. to try the stack code without disturbing the
 one everybody tests against) moves every port by one offset: ``CLAIMCHECK_STACK_PORT_OFFSET``.
 100 keeps every port clear of the default stack's (1000 would not: 38333 + 1000 is SeaweedFS's
@@ -10,6 +11,7 @@ master port); its RabbitMQ nodes are named ``rmq-N-100@localhost``, since both s
 
 import dataclasses
 import os
+import socket
 from dataclasses import dataclass
 
 HOST = "127.0.0.1"
@@ -86,3 +88,10 @@ class Ports:
 
 
 LOCAL = Ports.from_env()
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port on ``host`` (IPv4 or IPv6) nothing listens on right now, for a process started beside the stack."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
