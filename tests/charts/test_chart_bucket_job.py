@@ -83,7 +83,7 @@ ROLE_POLICY = {"claimcheck-producer": "claimcheck-producer", "claimcheck-consume
                "claimcheck-coordinator": "claimcheck-coordinator"}
 # What each role may do on the bucket, and nothing else (issue 12).
 ALLOWED = {
-    "claimcheck-producer": {"s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"},
+    "claimcheck-producer": {"s3:PutObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"},
     "claimcheck-consumer": {"s3:GetObject"},
     "claimcheck-coordinator": {"s3:GetObject", "s3:DeleteObject", "s3:ListBucket"},
 }

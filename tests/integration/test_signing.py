@@ -51,13 +51,16 @@ def test_tampered_pointer_is_rejected_by_consumer_and_coordinator(
     broker.publish(topology.POINTER_EXCHANGE, topology.COORDINATOR_ROUTING_KEY, body, message_id=genuine.object_id,
                    headers={"CC": [name], **keyring.sign(genuine.encode())})
 
-    def reasons() -> list[str]:
-        dead_letters.drain()
-        return [str(headers[topology.REASON_HEADER]) for message_id, (headers, _) in dead_letters.seen.items()
-                if message_id == genuine.object_id]
+    sources = (topology.recipient_queue(name), topology.COORDINATOR_POINTER_QUEUE)
 
-    reason = wait_until(reasons, 30, "the tampered pointer dead-lettered")[0]
-    assert reason.startswith("forged: signature does not match")
+    def reasons() -> list[str] | None:
+        dead_letters.drain()
+        found = [dead_letters.reasons.get((genuine.object_id, source)) for source in sources]
+        return None if None in found else [str(reason) for reason in found]
+
+    consumer, coordinator = wait_until(reasons, 30, "the tampered pointer dead-lettered by consumer and coordinator")
+    assert consumer.startswith("forged: signature does not match"), consumer  # the Ed25519 pointer signature
+    assert coordinator.startswith("forged: ledger signature does not match"), coordinator  # the producers' HMAC
     assert db("SELECT count(*) FROM objects WHERE object_id = %s", genuine.object_id) == [(0,)]
     assert object_exists(target) and object_exists(genuine)
 
