@@ -33,6 +33,7 @@ from claimcheck.deadletter import dead_letter
 from claimcheck.httpapi import routes_for, serve
 from claimcheck.protocol import InvalidMessage, Pointer, brief, check_envelope
 from claimcheck.publisher import RETRYABLE, BrokerRefused, BrokerSession
+from claimcheck.settlement import AckNotPublished, Action, AlreadySettled, settle
 from claimcheck.signing import decode_signed
 
 log = logging.getLogger(__name__)
@@ -53,15 +54,6 @@ def load_hook(spec: str) -> Hook:
     if not callable(hook):
         raise ValueError(f"hook {spec!r} is not callable")
     return hook  # type: ignore[no-any-return]
-
-
-class AckNotPublished(Exception):
-    """The payload was verified and processed, but its business ACK could not be published."""
-
-
-class AlreadySettled(Exception):
-    """The object is gone because the ledger is done with it: this recipient's ACK was counted
-    before (a redelivered pointer), or the run was cancelled. Nothing is left to do."""
 
 
 @dataclass
@@ -207,38 +199,26 @@ class RecipientConsumer:
                 raise
 
     def _settle(self, delivery: Delivery, pointer: Pointer, error: BaseException | None) -> None:
-        if isinstance(error, BrokerRefused):
-            delivery.requeue()
-            raise error  # on the connection's thread: the loop stops with this one-line cause
-        if isinstance(error, AlreadySettled):
-            log.info("%s; settling the redelivered pointer", error,
-                     extra={"object_id": pointer.object_id, "job": pointer.job, "recipient": self._recipient})
-            metrics.CONSUMED.labels(self._recipient, "already_settled").inc()
-            delivery.ack()
-        elif isinstance(error, AckNotPublished):
-            log.warning("%s; returning the pointer to the queue", error,
-                        extra={"object_id": pointer.object_id, "job": pointer.job, "recipient": self._recipient})
-            metrics.CONSUMED.labels(self._recipient, "retried").inc()
-            delivery.requeue()
-        elif isinstance(error, store.IntegrityError):
-            metrics.CHECKSUM_FAILURES.labels(self._recipient).inc()
-            self._reject(delivery, "integrity", f"object {pointer.object_id}: {error}")
-        elif isinstance(error, store.ObjectMissing):
-            self._reject(delivery, "missing_object", str(error))
-        elif isinstance(error, BotoCoreError):
-            metrics.CONSUMED.labels(self._recipient, "retried").inc()
-            delivery.requeue()
-            raise DependencyDown(f"S3 unreachable while fetching object {pointer.object_id}: {error}")
-        elif error is not None and delivery.delivery_count + 1 >= topology.DELIVERY_LIMIT:
-            self._reject(delivery, "processing_failed",
-                         f"object {pointer.object_id}: failed {delivery.delivery_count + 1} times, last: {error!r}")
-        elif error is not None:
-            log.warning("processing object %s failed, returning it to the queue: %s", pointer.object_id, error,
-                        extra={"object_id": pointer.object_id, "job": pointer.job, "recipient": self._recipient})
-            metrics.CONSUMED.labels(self._recipient, "retried").inc()
-            delivery.requeue()
-        else:
+        """Carry out what :func:`settlement.settle` decided for the delivery."""
+        decided = settle(error, delivery.delivery_count, pointer.object_id)
+        if decided.action is Action.ACKNOWLEDGE:
             self._acknowledge(delivery, pointer)
+        elif decided.action is Action.DEAD_LETTER:
+            if decided.reason == "integrity":
+                metrics.CHECKSUM_FAILURES.labels(self._recipient).inc()
+            self._reject(delivery, decided.reason, decided.detail)
+        else:
+            if decided.detail:
+                log.log(logging.INFO if decided.action is Action.ALREADY_SETTLED else logging.WARNING, "%s", decided.detail,
+                        extra={"object_id": pointer.object_id, "job": pointer.job, "recipient": self._recipient})
+            if decided.action is not Action.STOP:
+                metrics.CONSUMED.labels(self._recipient, decided.action.value).inc()
+            if decided.action is Action.ALREADY_SETTLED:
+                delivery.ack()
+            else:
+                delivery.requeue()
+        if decided.stop is not None:
+            raise decided.stop  # on the connection's thread: the loop stops (or pauses) with this one-line cause
 
     def _acknowledge(self, delivery: Delivery, pointer: Pointer) -> None:
         """The business ACK is confirmed: the pointer is done."""
