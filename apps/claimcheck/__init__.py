@@ -13,12 +13,18 @@ Importing it registers no Prometheus metrics (see :func:`register_metrics`) and 
 
 The data path, one module per step:
 send (producer, sources, payload) -> store (store) -> publish (publisher) -> consume (consumer, amqp_loop)
--> verify (store.open_verified) -> ack (consumer) -> count (ledger) -> delete (coordinator).
+-> verify (store.open_verified) -> ack (consumer, ack_batcher) -> settle the pointer (settlement)
+-> count (ledger, judgement) -> delete (coordinator).
 
 Around it: protocol and signing (the messages and who may sign them), topology (queues and
-exchanges), config (settings), coordinator_client (the coordinator's HTTP API seen from other
-components), deletion (waiting for a run's deletions), migrate (the ledger's schema), sweeper
-(orphans), status (the ``status`` command).
+exchanges), deadletter (setting a message aside with a reason), config (settings), runtime,
+logsetup, metrics and httpapi (what every process shares: allocator settings, logs, metrics, the
+health endpoint), coordinator_client (the coordinator's HTTP API seen from other components),
+deletion (waiting for a run's deletions), migrate and migrations/ (the ledger's schema), sweeper
+(orphans), provisioning (broker topology and role accounts), cli and __main__ (the ``claimcheck``
+command), files (what ``send`` reads and ``receive`` writes), status (the ``status`` command),
+demo, progressbar and sizes (for people at a terminal). localstack/ is the local stack as code
+(``make up``, its ports), childprocess the one wrapper of a child process (demo, bench, fault harness).
 """
 
 from claimcheck.config import Settings
