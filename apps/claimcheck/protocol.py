@@ -7,13 +7,24 @@ instead of crashing. The byte format is documented in docs/protocol.md.
 
 import base64
 import binascii
+import functools
 import json
 import re
 from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 PROTOCOL_VERSION = 1
 # Every body a component reads: below RabbitMQ's max_message_size of 128 KiB (the local broker's
@@ -58,7 +69,15 @@ Timestamp = AwareDatetime  # a naive timestamp cannot be compared with the ledge
 ContentType = Annotated[str, StringConstraints(
     pattern=r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(;[\x20-\x7e]{0,200})?$")]
 MetadataKey = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
-MetadataValue = Annotated[str, StringConstraints(pattern=r"^[\x20-\x7e]*$", max_length=1024)]
+def _printable(value: str) -> str:
+    # Any language, but nothing a terminal, a log line or a file of metadata would choke on:
+    # no control, format, surrogate or private-use characters (str.isprintable).
+    if not value.isprintable():
+        raise ValueError("must be printable text (no control or format characters)")
+    return value
+
+
+MetadataValue = Annotated[str, StringConstraints(max_length=1024), AfterValidator(_printable)]
 # Standard base64 of at most MAX_INLINE_BYTES.
 InlineData = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]*={0,2}$", max_length=4 * (MAX_INLINE_BYTES // 3 + 1))]
 Md5Base64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{22}==$")]
@@ -79,9 +98,9 @@ def check_metadata(metadata: dict[str, str]) -> None:
     """Refuse metadata over its bounds (the per-item ones are in the field types)."""
     if len(metadata) > MAX_METADATA_ITEMS:
         raise ValueError(f"metadata has {len(metadata)} items, more than {MAX_METADATA_ITEMS}")
-    size = sum(len(key) + len(value) for key, value in metadata.items())
+    size = sum(len(key.encode()) + len(value.encode()) for key, value in metadata.items())
     if size > MAX_METADATA_BYTES:
-        raise ValueError(f"metadata holds {size} characters, more than {MAX_METADATA_BYTES}")
+        raise ValueError(f"metadata holds {size} bytes (UTF-8), more than {MAX_METADATA_BYTES}")
 
 
 class InvalidMessage(ValueError):
@@ -251,9 +270,10 @@ class AckBatch(_Message):
         return self
 
     def each(self) -> list[Ack]:
-        """The batch as single ACKs, in its order."""
-        return [Ack(object_id=acked.object_id, job=acked.job, recipient=self.recipient,
-                    payload_sha256=acked.payload_sha256, consumer=self.consumer, acked_at=self.acked_at)
+        """The batch as single ACKs, in its order (built without validating again: every field
+        was validated as part of this batch, with the same types an Ack declares)."""
+        return [Ack.model_construct(object_id=acked.object_id, job=acked.job, recipient=self.recipient,
+                                    payload_sha256=acked.payload_sha256, consumer=self.consumer, acked_at=self.acked_at)
                 for acked in self.acks]
 
 
@@ -386,6 +406,13 @@ def decode(body: bytes, *kinds: type[M]) -> M:
         raise InvalidMessage("nested too deeply") from None
 
 
+@functools.cache
+def _by_type(kinds: tuple[type[M], ...]) -> dict[str, type[M]]:
+    """The message classes of ``kinds`` by their ``type`` (once per tuple: reading a pydantic
+    class's fields costs microseconds, and every message on the coordinator's path asks)."""
+    return {kind.model_fields["type"].default: kind for kind in kinds}
+
+
 def _decode(body: bytes, kinds: tuple[type[M], ...]) -> M:
     try:
         document = json.loads(body)
@@ -393,12 +420,11 @@ def _decode(body: bytes, kinds: tuple[type[M], ...]) -> M:
         raise InvalidMessage(f"not JSON: {brief(str(exc), 200)}") from None
     if not isinstance(document, dict):
         raise InvalidMessage("not a JSON object")
-    by_type = {kind.model_fields["type"].default: kind for kind in kinds}
-    kind = by_type.get(document.get("type")) if isinstance(document.get("type"), str) else None
+    by_type: dict[str, type[M]] = _by_type(kinds)
+    expected_type = document.get("type")
+    kind = by_type.get(expected_type) if isinstance(expected_type, str) else None
     if kind is None:
-        got = brief(repr(document.get("type")))
-        raise InvalidMessage(f"expected a {' or '.join(map(repr, by_type))} message, got type {got}")
-    expected_type = kind.model_fields["type"].default
+        raise InvalidMessage(f"expected a {' or '.join(map(repr, by_type))} message, got type {brief(repr(expected_type))}")
     version = document.get("version")
     if version != PROTOCOL_VERSION or isinstance(version, bool):
         raise InvalidMessage(f"unsupported {expected_type} version {brief(repr(version))}; this build speaks {PROTOCOL_VERSION}")

@@ -68,3 +68,17 @@ def test_missing_field_names_the_field() -> None:
     del document["key"]
     with pytest.raises(InvalidMessage, match="key"):
         decode(json.dumps(document).encode(), Pointer)
+
+
+def test_metadata_values_are_printable_text_in_any_script_and_bounded_in_bytes() -> None:
+    original = pointer(metadata={"customer": "Müller & Søn, 東京", "note": "naïve café ☕"})
+    assert decode(original.encode(), Pointer).metadata == {"customer": "Müller & Søn, 東京", "note": "naïve café ☕"}
+    body = json.loads(original.encode())
+    for value, reason in [("tab\there", "must be printable text"), ("bell\x07", "must be printable text"),
+                          ("\u202egnirts", "must be printable text"), ("\ud800", "unicode string")]:
+        body["metadata"] = {"customer": value}
+        with pytest.raises(InvalidMessage, match=reason):
+            decode(json.dumps(body).encode(), Pointer)
+    body["metadata"] = {f"k{n}": "東" * 200 for n in range(7)}  # 1,400 characters, 4,214 bytes of UTF-8
+    with pytest.raises(InvalidMessage, match="4214 bytes"):
+        decode(json.dumps(body).encode(), Pointer)
