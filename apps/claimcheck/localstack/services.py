@@ -647,7 +647,17 @@ class LocalStack:
         """Every node booted, joined to rmq-0's cluster and running in it. The slow steps
         (stop_app ~5 s, start_app) run on all joiners at once; only the join is one at a time."""
         for node in self.nodes:
-            node.wait_booted()
+            try:
+                node.wait_booted()
+            except StackError as exc:
+                if node.pid() is not None:
+                    raise
+                # RabbitMQ 3.10 can stop at boot while it syncs feature flags with a peer booting at
+                # the same moment (incompatible_feature_flags, badrpc; seen on `make up` over existing
+                # data). Its peers are further along by now: start it once more.
+                logger.warning(f"{node.name} stopped while booting; starting it once more ({str(exc).splitlines()[0]})")
+                node.launch()
+                node.wait_booted()
         first, rest = self.nodes[0], self.nodes[1:]
         members = first.cluster_status("disk_nodes")
         if not members:
