@@ -120,13 +120,19 @@ def test_progress_then_success_needs_complete_producer_and_all_deleted(
 
         coordinator.set(JOB_ID, published=5, acked={"billing": 5, "audit": 5}, deleted=5)
         done = wait_for("Succeeded", phase_is(cluster, "Succeeded"))
+        # The operator posts its events after the status patch: wait for them while it runs.
+        wanted = {"PhaseRunning", "PhaseSucceeded", "ProducerJobComplete", "AllObjectsDeleted"}
+
+        def all_events() -> list[dict[str, Any]] | None:
+            found = cluster.events(NAMESPACE)
+            return found if wanted <= {e["reason"] for e in found} else None
+
+        events = wait_for("the run's events", all_events)
 
     assert condition(done, "AllDeleted")["reason"] == "AllObjectsDeleted"
     assert condition(done, "Failed")["status"] == "False"
     assert done["deleted"] == done["published"] == 5
     assert done["completionTime"] >= done["startTime"]
-    events = cluster.events(NAMESPACE)
-    assert {"PhaseRunning", "PhaseSucceeded", "ProducerJobComplete", "AllObjectsDeleted"} <= {e["reason"] for e in events}
     assert all(e["involvedObject"]["name"] == "run1" for e in events)
 
 
