@@ -346,9 +346,12 @@ def test_delete_stops_jobs_and_asks_the_coordinator_to_drop_the_run(
         cluster.delete(f"/apis/claimcheck.io/v1alpha1/namespaces/{NAMESPACE}/claimcheckjobs/run1")
         wait_for("the resource to be gone", lambda: cluster.ccj(NAMESPACE, "run1") is None)
     assert cluster.jobs(NAMESPACE) == []
-    assert coordinator.deleted_jobs == [JOB_ID]
-    # The cancel call carries the operator's control token (the coordinator answers 401 without it).
-    assert coordinator.delete_auth == [f"Bearer {CONTROL_TOKEN}"]
+    # kopf runs a delete handler at least once (a watch event that raced the finalizer's removal
+    # runs it again; seen once in CI), and cancelling is idempotent in the ledger, so the contract
+    # is: this run, and only this run, was cancelled, every time with the operator's control token
+    # (the coordinator answers 401 without it).
+    assert coordinator.deleted_jobs and set(coordinator.deleted_jobs) == {JOB_ID}
+    assert set(coordinator.delete_auth) == {f"Bearer {CONTROL_TOKEN}"}
 
 
 def test_cancel_without_an_accepted_token_is_refused_and_reported(
