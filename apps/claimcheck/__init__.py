@@ -12,7 +12,7 @@ The library (docs/library.md)::
 Importing it registers no Prometheus metrics (see :func:`register_metrics`) and starts no threads.
 
 The data path, one module per step:
-send (producer, sources, payload) -> store (store) -> publish (publisher) -> consume (consumer, amqp_loop)
+send (producer, sources, payload) -> store (store) -> publish (publisher, group_commit) -> consume (consumer, amqp_loop)
 -> verify (store.open_verified) -> ack (consumer, ack_batcher) -> settle the pointer (settlement)
 -> count (ledger, judgement) -> delete (coordinator).
 

@@ -43,6 +43,7 @@ from claimcheck.protocol import (
     AckBatch,
     AckQueueMessage,
     Barrier,
+    IntentBatch,
     InvalidMessage,
     PointerQueueMessage,
     brief,
@@ -131,8 +132,9 @@ class Coordinator:
             log.exception("judging a message from %s failed", delivery.queue)
             self._reject(delivery, "internal", brief(repr(exc), 300))
             return
-        # An ACK batch is counted object by object, exactly like single ACKs.
-        self._batch.extend((delivery, one) for one in (message.each() if isinstance(message, AckBatch) else [message]))
+        # A batch of ACKs or intents is applied object by object, exactly like single ones.
+        self._batch.extend((delivery, one)
+                           for one in (message.each() if isinstance(message, AckBatch | IntentBatch) else [message]))
         if len(self._batch) >= self._prefetch:
             self._flush()
 
@@ -140,8 +142,9 @@ class Coordinator:
         """Apply the buffered messages in one transaction, then ack or dead-letter each delivery.
 
         Broker acks follow the commit, so a crash in between only causes redeliveries, which
-        the ledger absorbs. A delivery that carried several ACKs is dead-lettered (once) if any
-        of them was refused; the others stay counted, and counting them again is harmless.
+        the ledger absorbs. A delivery that carried several ACKs or intents is dead-lettered
+        (once) if any of them was refused; the others stay applied, and applying them again is
+        harmless.
         """
         # Deliveries from a connection that died meanwhile are redelivered; leave them to that.
         batch, self._batch = [(d, m) for d, m in self._batch if d.channel.is_open], []

@@ -6,7 +6,9 @@ sha256) and never touches S3. A larger one is gzipped as a stream into S3 and it
 published only after the object is fully stored. Before an upload stores a byte, its intent is
 published to the coordinator, so the orphan sweeper never mistakes an upload in progress for an
 orphan; a pointer is published only while that intent is fresh (half the sweep grace period).
-The synthetic run uploads in a small thread pool, one Producer (one connection) per thread.
+The synthetic run uploads in a small thread pool, one Producer (one connection) per thread,
+all announcing through one :class:`IntentBatcher` (intents of uploads that start together travel
+in one message).
 """
 
 import base64
@@ -27,11 +29,15 @@ from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_afte
 
 from claimcheck import metrics, payload, store, topology
 from claimcheck.config import Settings
+from claimcheck.group_commit import GroupCommit
 from claimcheck.protocol import (
     MAX_INLINE_BYTES,
+    MAX_INTENTS_PER_BATCH,
     MAX_MESSAGE_BYTES,
     OBJECT_KEY_EXTENSION,
+    AnnouncedObject,
     Intent,
+    IntentBatch,
     Pointer,
     check_envelope,
     make_pointer,
@@ -71,49 +77,29 @@ def _check_pointer_exchange(channel: BlockingChannel) -> None:
     topology.declare_for_producer(channel, ())
 
 
-class Announcer:
-    """Publishes intents from upload threads, one broker connection per thread.
+class IntentBatcher(GroupCommit[Intent]):
+    """Intents of several upload threads, published together (see :mod:`claimcheck.group_commit`).
 
-    Remembers when each intent was confirmed, so that a pointer is never published after the
-    sweeper may have taken its object for an orphan.
+    Shared by the Producers of one process's threads (``Producer(intents=...)``), it announces
+    uploads that start together in one :class:`~claimcheck.protocol.IntentBatch`: one enqueue
+    and one coordinator settlement for several objects. A lone intent travels as an
+    :class:`~claimcheck.protocol.Intent`, so an idle producer waits no longer than alone.
     """
 
-    def __init__(self, settings: Settings, signer: Signer) -> None:
-        self._settings = settings
-        self._signer = signer
-        self._local = threading.local()
-        self._sessions: list[BrokerSession] = []
-        self._lock = threading.Lock()
-        self._confirmed_at: dict[str, float] = {}
-        self.fresh_for = settings.sweep_grace_seconds / 2
+    def __init__(self, settings: Settings, signer: Signer | None = None) -> None:
+        super().__init__(BrokerSession(settings.amqp_url, _check_pointer_exchange, settings.confirm_timeout),
+                         signer or settings.pointer_signer(), topology.POINTER_EXCHANGE,
+                         topology.COORDINATOR_ROUTING_KEY, MAX_INTENTS_PER_BATCH, "intents")
 
-    def __call__(self, intent: Intent) -> None:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = BrokerSession(self._settings.amqp_url, _check_pointer_exchange,
-                                                          self._settings.confirm_timeout)
-            with self._lock:
-                self._sessions.append(session)
-        body = intent.encode()
-        session.publish(topology.POINTER_EXCHANGE, topology.COORDINATOR_ROUTING_KEY, body,
-                        message_id=f"intent-{intent.object_id}", headers=self._signer.sign(body))
-        with self._lock:
-            self._confirmed_at[intent.object_id] = time.monotonic()
+    def _identity(self, item: Intent) -> str:
+        return item.object_id
 
-    def check_fresh(self, pointer: Pointer) -> None:
-        """Raise :class:`IntentExpired` if ``pointer``'s intent is older than ``fresh_for`` seconds."""
-        with self._lock:
-            confirmed_at = self._confirmed_at.pop(pointer.object_id)
-        age = time.monotonic() - confirmed_at
-        if age > self.fresh_for:
-            raise IntentExpired(f"object {pointer.object_id} took {age:.0f} s from intent to pointer, more than half "
-                                f"the sweep grace period ({self.fresh_for * 2:.0f} s); its pointer is not published")
-
-    def close(self) -> None:
-        """Close every thread's connection."""
-        with self._lock:
-            for session in self._sessions:
-                session.close()
+    def _encode(self, items: list[Intent]) -> tuple[bytes, str]:
+        if len(items) == 1:
+            return items[0].encode(), f"intent-{items[0].object_id}"
+        batch = IntentBatch(created_at=now(), intents=tuple(
+            AnnouncedObject(object_id=i.object_id, job=i.job, bucket=i.bucket, key=i.key) for i in items))
+        return batch.encode(), f"intents-{items[0].object_id}+{len(items) - 1}"
 
 
 _log_upload_retry = before_sleep_log(log, logging.WARNING)
@@ -209,11 +195,14 @@ class Producer:
     ``settings`` defaults to the ``CLAIMCHECK_*`` environment; ``job`` names the run the payloads
     belong to (default: a new ``run-...`` id, see :attr:`job`); ``inline_threshold`` overrides
     ``CLAIMCHECK_INLINE_THRESHOLD``; ``always_through_s3`` stores every payload in S3;
-    ``storage`` (server-side encryption, tags) overrides the ``CLAIMCHECK_S3_*`` settings.
+    ``storage`` (server-side encryption, tags) overrides the ``CLAIMCHECK_S3_*`` settings;
+    ``intents``, one :class:`IntentBatcher` shared by the Producers of several threads, announces
+    their uploads together (fewer broker messages per object; the caller closes it).
     """
 
     def __init__(self, settings: Settings | None = None, *, job: str | None = None, inline_threshold: int | None = None,
-                 always_through_s3: bool = False, storage: StorageOptions | None = None) -> None:
+                 always_through_s3: bool = False, storage: StorageOptions | None = None,
+                 intents: IntentBatcher | None = None) -> None:
         self._settings = settings or Settings()
         self.job = job or new_job_id()
         self._inline_threshold = 0 if always_through_s3 else (
@@ -227,6 +216,7 @@ class Producer:
         self._checked: set[str] = set()  # recipient groups whose queues exist
         self._broker = BrokerSession(self._settings.amqp_url, self._declare, self._settings.confirm_timeout)
         self._fresh_for = self._settings.sweep_grace_seconds / 2
+        self._intents = intents
 
     def __enter__(self) -> "Producer":
         return self
@@ -287,9 +277,12 @@ class Producer:
         announced: list[float] = []
 
         def announce(intent: Intent) -> None:
-            body = intent.encode()
-            self._broker.publish(topology.POINTER_EXCHANGE, topology.COORDINATOR_ROUTING_KEY, body,
-                                 message_id=f"intent-{intent.object_id}", headers=self._signer.sign(body))
+            if self._intents is not None:
+                self._intents.confirm(intent)
+            else:
+                body = intent.encode()
+                self._broker.publish(topology.POINTER_EXCHANGE, topology.COORDINATOR_ROUTING_KEY, body,
+                                     message_id=f"intent-{intent.object_id}", headers=self._signer.sign(body))
             announced.append(time.monotonic())
 
         pointer = _stored_pointer(self._s3, self._settings, self._storage, object_id, job, source, recipients, announce,
@@ -339,13 +332,15 @@ def produce(settings: Settings, request: RunRequest) -> Iterator[Pointer]:
     local = threading.local()
     producers: list[Producer] = []
     lock = threading.Lock()
+    intents = IntentBatcher(settings)  # uploads that start together are announced together
     uploads = ThreadPoolExecutor(max_workers=request.parallelism, thread_name_prefix="upload")
     started = time.monotonic()
 
     def send(seq: int) -> Pointer:
         producer = getattr(local, "producer", None)
         if producer is None:
-            producer = local.producer = Producer(settings, job=job, always_through_s3=not request.inline)
+            producer = local.producer = Producer(settings, job=job, always_through_s3=not request.inline,
+                                                 intents=intents)
             with lock:
                 producers.append(producer)
         # Pace the uploads, not the publishes: otherwise every object is stored at full
@@ -363,6 +358,7 @@ def produce(settings: Settings, request: RunRequest) -> Iterator[Pointer]:
         uploads.shutdown(wait=True, cancel_futures=True)
         for producer in producers:
             producer.close()
+        intents.close()
 
 
 def run(settings: Settings, request: RunRequest,

@@ -39,6 +39,9 @@ MAX_METADATA_BYTES = 4096
 MAX_RECIPIENTS = 32
 # ACKs one AckBatch may carry: 100 of the longest (128-character job names) stay under 30 KiB.
 MAX_ACKS_PER_BATCH = 100
+# Intents one IntentBatch may carry: 64 of the longest (the longest key prefix and job name,
+# about 1 KiB each) stay under MAX_MESSAGE_BYTES.
+MAX_INTENTS_PER_BATCH = 64
 MAX_PAYLOAD_BYTES = 64 * 2**30
 RESERVED_RECIPIENTS = frozenset({"coordinator"})
 
@@ -298,6 +301,46 @@ class Intent(_Message):
         return self
 
 
+class AnnouncedObject(BaseModel):
+    """One upload an :class:`IntentBatch` announces."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    object_id: ObjectId
+    job: JobName
+    bucket: BucketName
+    key: ObjectKey
+
+    @model_validator(mode="after")
+    def _key_names_this_object(self) -> "AnnouncedObject":
+        _check_key(self.key, self.job, self.object_id)
+        return self
+
+
+class IntentBatch(_Message):
+    """Several intents in one signed message: the uploads a producer's threads are about to start.
+
+    One enqueue and one coordinator settlement instead of one per object; the coordinator
+    applies each exactly as an :class:`Intent` of its own.
+    """
+
+    type: Literal["intent_batch"] = "intent_batch"
+    created_at: Timestamp
+    intents: tuple[AnnouncedObject, ...] = Field(min_length=1, max_length=MAX_INTENTS_PER_BATCH)
+
+    @model_validator(mode="after")
+    def _each_object_once(self) -> "IntentBatch":
+        if len({announced.object_id for announced in self.intents}) != len(self.intents):
+            raise ValueError("an object is announced twice in one batch")
+        return self
+
+    def each(self) -> list[Intent]:
+        """The batch as single intents, in its order (validated once, as part of this batch)."""
+        return [Intent.model_construct(object_id=announced.object_id, job=announced.job, bucket=announced.bucket,
+                                       key=announced.key, created_at=self.created_at)
+                for announced in self.intents]
+
+
 class Barrier(_Message):
     """A marker the sweeper sends through the coordinator's pointer queue.
 
@@ -368,8 +411,8 @@ def check_envelope(job: str, recipients: Iterable[str], content_type: str, metad
 
 M = TypeVar("M", bound=_Message)
 # What may arrive on the coordinator's pointer queue.
-PointerQueueMessage = Pointer | Intent | Barrier
-POINTER_QUEUE_KINDS: tuple[type[PointerQueueMessage], ...] = (Pointer, Intent, Barrier)
+PointerQueueMessage = Pointer | Intent | IntentBatch | Barrier
+POINTER_QUEUE_KINDS: tuple[type[PointerQueueMessage], ...] = (Pointer, Intent, IntentBatch, Barrier)
 # What may arrive on the coordinator's ACK queue.
 AckQueueMessage = Ack | AckBatch
 ACK_QUEUE_KINDS: tuple[type[AckQueueMessage], ...] = (Ack, AckBatch)
@@ -386,9 +429,13 @@ def check_size(body: bytes) -> None:
 def check_bucket(message: _Message, bucket: str, prefix: str = "") -> None:
     """Refuse a message that names an object outside the configured ``bucket`` and key ``prefix``.
 
-    Inline pointers name no object and pass.
+    Inline pointers name no object and pass; an intent batch is checked object by object.
     """
-    named, key = getattr(message, "bucket", None), getattr(message, "key", None)
+    for named in message.intents if isinstance(message, IntentBatch) else [message]:
+        _check_object_location(getattr(named, "bucket", None), getattr(named, "key", None), bucket, prefix)
+
+
+def _check_object_location(named: str | None, key: str | None, bucket: str, prefix: str) -> None:
     if named is None or key is None:
         return
     if named != bucket:

@@ -37,6 +37,7 @@ from claimcheck.protocol import (
     AckBatch,
     Barrier,
     Intent,
+    IntentBatch,
     InvalidMessage,
     M,
     Pointer,
@@ -53,8 +54,8 @@ LEDGER_SIGNATURE_HEADER = "x-claimcheck-ledger-signature"
 
 Role = Literal["pointer", "ack", "coordinator", "ledger"]
 # Which messages each role may sign.
-ROLE_SIGNS: dict[str, tuple[type[Any], ...]] = {"pointer": (Pointer, Intent), "ack": (Ack, AckBatch), "coordinator": (Barrier,),
-                                                "ledger": (Pointer, Intent)}
+ROLE_SIGNS: dict[str, tuple[type[Any], ...]] = {"pointer": (Pointer, Intent, IntentBatch), "ack": (Ack, AckBatch),
+                                                "coordinator": (Barrier,), "ledger": (Pointer, Intent, IntentBatch)}
 ROLE_NAMES = {"pointer": "a producer's pointer key", "ack": "a recipient group's ACK key",
               "coordinator": "the coordinators' key", "ledger": "the producers' ledger key"}
 MIN_SECRET = 16

@@ -9,7 +9,7 @@ from claimcheck import topology
 from claimcheck.config import Settings
 from claimcheck.coordinator import Coordinator
 from claimcheck.ledger import Ledger
-from claimcheck.producer import Announcer, publish_pointer, store_payload
+from claimcheck.producer import IntentBatcher, publish_pointer, store_payload
 from claimcheck.protocol import Intent, Pointer, now, object_key
 from claimcheck.publisher import BrokerSession
 from claimcheck.signing import new_pointer_key, pointer_signer
@@ -89,9 +89,9 @@ def test_an_object_whose_pointer_waits_in_a_backlog_is_never_swept(
         isolated = settings.model_copy(update={"amqp_url": url})
         job, billing = unique("backlog"), unique("billing")
         broker = BrokerSession(url, lambda channel: topology.declare(channel, [billing]))
-        announce = Announcer(isolated, keyring.pointer)
+        announce = IntentBatcher(isolated, keyring.pointer)
         try:
-            pointer = store_payload(s3, isolated, job, 0, 5_000, [billing], announce)
+            pointer = store_payload(s3, isolated, job, 0, 5_000, [billing], announce.confirm)
             publish_pointer(broker, keyring.pointer, pointer)
         finally:
             announce.close()
@@ -134,11 +134,11 @@ def test_announced_uploads_are_swept_only_after_the_grace_period_even_if_never_s
     object_exists: Callable[[Pointer], bool], barrier: PointerQueueBarrier,
 ) -> None:
     job = unique("intent")
-    announce = Announcer(settings, keyring.pointer)
+    announce = IntentBatcher(settings, keyring.pointer)
     try:
-        stored = store_payload(s3, settings, job, 0, 5_000, ["billing"], announce)  # producer died before publishing
+        stored = store_payload(s3, settings, job, 0, 5_000, ["billing"], announce.confirm)  # died before publishing
         object_id = uuid.uuid4().hex  # the producer died before this upload finished
-        announce(Intent(object_id=object_id, job=job, bucket=settings.s3_bucket, key=object_key(job, object_id),
+        announce.confirm(Intent(object_id=object_id, job=job, bucket=settings.s3_bucket, key=object_key(job, object_id),
                         created_at=now()))
     finally:
         announce.close()

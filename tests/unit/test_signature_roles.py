@@ -8,7 +8,23 @@ import pytest
 
 from claimcheck.config import LOCAL_POINTER_SIGNING_KEY, InsecureDefault, Settings
 from claimcheck.localstack import ports
-from claimcheck.protocol import Ack, AckBatch, AckedObject, Barrier, InvalidMessage, Pointer, make_pointer, now, object_key
+from claimcheck.protocol import (
+    MAX_INTENTS_PER_BATCH,
+    MAX_MESSAGE_BYTES,
+    Ack,
+    AckBatch,
+    AckedObject,
+    AnnouncedObject,
+    Barrier,
+    Intent,
+    IntentBatch,
+    InvalidMessage,
+    Pointer,
+    check_bucket,
+    make_pointer,
+    now,
+    object_key,
+)
 from claimcheck.signing import (
     KEY_ID_HEADER,
     LEDGER_KEY_ID_HEADER,
@@ -219,3 +235,63 @@ def test_malformed_ack_batches_are_invalid(acks: list[dict[str, str]], reason: s
     with pytest.raises(InvalidMessage) as caught:
         decode_signed(coordinator_verifier(), body, ack_signer(BILLING, "billing").sign(body), Ack, AckBatch)
     assert (caught.value.category, caught.value.reason) == ("invalid", reason)
+
+
+def intent_batch(count: int = 2, bucket: str = "claimcheck", prefix: str = "") -> bytes:
+    return IntentBatch(created_at=now(), intents=tuple(
+        AnnouncedObject(object_id=f"{n:032x}", job="j", bucket=bucket, key=object_key("j", f"{n:032x}", prefix=prefix))
+        for n in range(count))).encode()
+
+
+def test_producers_sign_intent_batches_and_each_applies_as_a_single_intent() -> None:
+    verifier = coordinator_verifier(ledger_keys=LEDGER)
+    body = intent_batch(3)
+    batch = decode_signed(verifier, body, ledger_signed(body), Pointer, Intent, IntentBatch, Barrier,
+                          bucket="claimcheck")
+    assert isinstance(batch, IntentBatch)
+    assert [(i.object_id, i.key, i.created_at) for i in batch.each()] == [
+        (f"{n:032x}", f"j/{n:032x}.json.gz", batch.created_at) for n in range(3)]
+    assert all(isinstance(intent, Intent) for intent in batch.each())
+    reason = forged(verifier, body, ack_signer(BILLING, "billing").sign(body), Pointer, Intent, IntentBatch, Barrier)
+    assert reason == ("key id 'billing/k1' is a recipient group's ACK key; it cannot sign a message of type "
+                      "'pointer' or 'intent' or 'intent_batch' or 'barrier'")
+
+
+def test_an_intent_batch_naming_any_object_outside_the_bucket_or_prefix_is_foreign() -> None:
+    batch = IntentBatch.model_validate_json(intent_batch(2))
+    check_bucket(batch, "claimcheck")
+    elsewhere = IntentBatch(created_at=now(), intents=(*batch.intents, AnnouncedObject(
+        object_id="f" * 32, job="j", bucket="other-bucket", key=object_key("j", "f" * 32))))
+    with pytest.raises(InvalidMessage, match="names bucket 'other-bucket'") as caught:
+        check_bucket(elsewhere, "claimcheck")
+    assert caught.value.category == "foreign_bucket"
+    with pytest.raises(InvalidMessage, match="not under the configured key prefix 'tenant/'"):
+        check_bucket(batch, "claimcheck", "tenant/")
+
+
+@pytest.mark.parametrize(("intents", "reason"), [
+    ([], "invalid intent_batch: intents: Tuple should have at least 1 item after validation, not 0"),
+    ([{"object_id": OBJECT_ID, "job": "j", "bucket": "claimcheck", "key": object_key("j", OBJECT_ID)}] * 2,
+     "invalid intent_batch: an object is announced twice in one batch"),
+    ([{"object_id": OBJECT_ID, "job": "j", "bucket": "claimcheck", "key": object_key("j", "1" * 32)}],
+     "invalid intent_batch: intents.0: key must be j/00000000000000000000000000000000.<extension> (after the key "
+     "prefix), the object the message names"),
+    ([{"object_id": f"{n:032x}", "job": "j", "bucket": "claimcheck", "key": object_key("j", f"{n:032x}")}
+      for n in range(65)],
+     "invalid intent_batch: intents: Tuple should have at most 64 items after validation, not 65"),
+])
+def test_malformed_intent_batches_are_invalid(intents: list[dict[str, str]], reason: str) -> None:
+    body = json.dumps({"version": 1, "type": "intent_batch", "created_at": "2026-11-30T00:00:00Z",
+                       "intents": intents}).encode()
+    with pytest.raises(InvalidMessage) as caught:
+        decode_signed(coordinator_verifier(ledger_keys=LEDGER), body, ledger_signed(body), Intent, IntentBatch)
+    assert (caught.value.category, caught.value.reason) == ("invalid", reason)
+
+
+def test_the_largest_intent_batch_fits_a_message() -> None:
+    """64 intents of the longest job name under the longest key prefix stay under the body limit."""
+    job, prefix = "j" * 128, "/".join(["p" * 63] * 8) + "/"
+    longest = IntentBatch(created_at=now(), intents=tuple(
+        AnnouncedObject(object_id=f"{n:032x}", job=job, bucket="b" * 63, key=object_key(job, f"{n:032x}", "bin.gz", prefix))
+        for n in range(MAX_INTENTS_PER_BATCH)))
+    assert len(longest.encode()) <= MAX_MESSAGE_BYTES
