@@ -632,8 +632,9 @@ def _method_section(results: dict[str, Any]) -> list[str]:
         "",
         "- coordinator: a batch per broker read applied in one transaction with a fixed number of statements, one "
         "multiple-ack per batch, deletes batched into `DeleteObjects`, prefetch 1,000;",
-        "- consumers: each worker publishes its business ACK on its own connection and awaits the confirm in parallel; "
-        "prefetch twice the workers;",
+        "- consumers: workers hand their business ACKs to one publishing thread and go on with the next pointer; "
+        "the ACKs that wait (the first up to 5 ms) travel as one signed `ack_batch`; prefetch four times the workers;",
+        "- producer runs: the upload threads' intents travel together (`intent_batch`, one publishing thread);",
         "- producer: ISA-L gzip level 1, parts read as exactly one copy, at most three parts of 5 MiB in memory per "
         "upload, one glibc malloc arena (flat peak RSS up to 1 GiB payloads);",
         "- S3 client: no CRC32 on bodies and no SigV4 payload hash (the signed pointer's sha256 covers both), "

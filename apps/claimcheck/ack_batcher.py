@@ -1,8 +1,10 @@
 """The ack step's transport: business ACKs of one replica's workers, published together.
 
-Each worker that finished a payload calls :meth:`AckBatcher.confirm` and waits; whatever is
-waiting travels as one signed :class:`~claimcheck.protocol.AckBatch` (a lone ACK as a plain
-:class:`~claimcheck.protocol.Ack`), see :mod:`claimcheck.group_commit`.
+Each worker that finished a payload hands its ACK to :meth:`AckBatcher.submit` and goes on
+with the next pointer; whatever is waiting travels as one signed
+:class:`~claimcheck.protocol.AckBatch` (a lone ACK as a plain :class:`~claimcheck.protocol.Ack`),
+see :mod:`claimcheck.group_commit`. The first ACK of a message waits up to ``ACK_LINGER``
+for company: a few milliseconds on the way to deletion buy several objects per broker message.
 """
 
 from claimcheck import topology
@@ -11,14 +13,18 @@ from claimcheck.protocol import MAX_ACKS_PER_BATCH, Ack, AckBatch, AckedObject, 
 from claimcheck.publisher import BrokerSession
 from claimcheck.signing import Signer
 
+# How long the first ACK of a message waits for others: short next to a download and the
+# coordinator's commit, long enough for a busy replica's workers to finish a few more objects.
+ACK_LINGER = 0.005
+
 
 class AckBatcher(GroupCommit[Pointer]):
     """Publishes the business ACKs of ``recipient``'s replica ``consumer`` in batches."""
 
     def __init__(self, publisher: BrokerSession, signer: Signer, recipient: str, consumer: str,
-                 max_batch: int = MAX_ACKS_PER_BATCH) -> None:
+                 max_batch: int = MAX_ACKS_PER_BATCH, linger: float = ACK_LINGER) -> None:
         super().__init__(publisher, signer, topology.ACK_EXCHANGE, topology.ACK_ROUTING_KEY,
-                         min(max_batch, MAX_ACKS_PER_BATCH), f"acks-{recipient}")
+                         min(max_batch, MAX_ACKS_PER_BATCH), f"acks-{recipient}", linger)
         self._recipient = recipient
         self._consumer = consumer
 

@@ -92,9 +92,10 @@ class RecipientConsumer:
             settings.amqp_url,
             self._declare,
             [topology.recipient_queue(recipient)],
-            # Twice the workers: a worker that finishes finds the next pointer already here
-            # instead of waiting for the broker to send one after the ACK's confirm.
-            2 * workers,
+            # Four times the workers: besides the pointers being processed, those whose ACK is
+            # lingering or in flight hold a slot, and a worker that finishes finds the next
+            # pointer already here instead of waiting for the broker to send one.
+            4 * workers,
             self._on_pointer,
             gate=self._storage_down,
         )
@@ -142,11 +143,11 @@ class RecipientConsumer:
         if self._recipient not in pointer.recipients:
             self._reject(delivery, "foreign_recipient", f"pointer does not name recipient {self._recipient!r}")
             return
-        future = self._workers.submit(self._verify_and_process, pointer)
-        future.add_done_callback(lambda done: self._loop.call_threadsafe(lambda: self._finish(delivery, pointer, done)))
+        processed = self._workers.submit(self._verify_and_process, pointer)
+        processed.add_done_callback(lambda done: self._send_ack(delivery, pointer, done))
 
     def _verify_and_process(self, pointer: Pointer) -> None:
-        """On a worker: verify (downloading a stored payload), run the hook, then publish the business ACK."""
+        """On a worker: verify (downloading a stored payload), then run the hook."""
         started = time.monotonic()
         try:
             payload = store.open_verified(self._s3, pointer, self._storage)
@@ -157,12 +158,34 @@ class RecipientConsumer:
             metrics.VERIFIED.labels(self._recipient).inc()
             with metrics.PROCESSING_SECONDS.labels(self._recipient).time():
                 self._hook(pointer, payload)
+
+    def _send_ack(self, delivery: Delivery, pointer: Pointer, processed: "Future[None]") -> None:
+        """Once the worker is done: hand the business ACK over and settle the pointer when it was
+        confirmed (see ack_batcher). The worker does not wait for the ACK: it takes the next
+        pointer while ACKs travel together. A cancelled worker (the replica is stopping) leaves
+        the pointer unsettled, for the broker to deliver again."""
+        if processed.cancelled():
+            return
+        error = processed.exception()
+        if error is not None:
+            self._settle_later(delivery, pointer, error)
+            return
         try:
-            self._publish_ack(pointer)
-        except BrokerRefused:
-            raise  # not a passing failure: the replica stops with the broker's reason (see _settle)
-        except Exception as exc:  # the publisher already retried; the pointer goes back
-            raise AckNotPublished(f"business ACK for object {pointer.object_id} not confirmed: {exc}") from exc
+            sent = self._acks.submit(pointer)
+        except Exception as exc:  # noqa: BLE001 - the ACK publisher closed: settled like a failed ACK
+            self._settle_later(delivery, pointer, self._ack_error(pointer, exc))
+            return
+        sent.add_done_callback(lambda done: self._settle_later(delivery, pointer, self._ack_error(pointer, done.exception())))
+
+    @staticmethod
+    def _ack_error(pointer: Pointer, error: BaseException | None) -> BaseException | None:
+        if error is None or isinstance(error, BrokerRefused):
+            return error  # a refusal stops the replica with the broker's reason (see _settle)
+        # The publisher already retried; the pointer goes back.
+        return AckNotPublished(f"business ACK for object {pointer.object_id} not confirmed: {error}")
+
+    def _settle_later(self, delivery: Delivery, pointer: Pointer, error: BaseException | None) -> None:
+        self._loop.call_threadsafe(lambda: self._finish(delivery, pointer, error))
 
     def _explain_missing(self, pointer: Pointer, missing: store.ObjectMissing) -> NoReturn:
         """Raise :class:`AlreadySettled` if the ledger is done with the object, else ``missing`` again.
@@ -181,14 +204,10 @@ class RecipientConsumer:
             raise AlreadySettled(f"object {pointer.object_id} was deleted: {why}")
         raise missing
 
-    def _publish_ack(self, pointer: Pointer) -> None:
-        """This group's business ACK of ``pointer``, confirmed by the broker (see ack_batcher)."""
-        self._acks.confirm(pointer)
-
-    def _finish(self, delivery: Delivery, pointer: Pointer, done: "Future[None]") -> None:
-        """On the connection thread: settle the pointer according to what its worker did."""
+    def _finish(self, delivery: Delivery, pointer: Pointer, error: BaseException | None) -> None:
+        """On the connection thread: settle the pointer according to what its worker and its ACK did."""
         try:
-            self._settle(delivery, pointer, done.exception())
+            self._settle(delivery, pointer, error)
         except DependencyDown:
             raise
         except Exception as exc:  # a pointer that cannot be settled is set aside alone

@@ -1,10 +1,11 @@
 """Group commit on the broker: what several threads hand in, published together.
 
-Each caller hands an item to :meth:`GroupCommit.confirm` and waits. One thread publishes
-whatever is waiting as one signed message and waits for the broker's confirm; items that arrive
-meanwhile form the next message. So under load one enqueue (a Raft command on three nodes) and
-one settlement by the reader cover several items, and an idle caller adds no delay: nothing
-waits for a batch to fill.
+Each caller hands an item to :meth:`GroupCommit.submit` (or :meth:`GroupCommit.confirm`,
+which also waits). One thread publishes whatever is waiting as one signed message and waits for
+the broker's confirm; items that arrive meanwhile form the next message. So under load one
+enqueue (a Raft command on three nodes) and one settlement by the reader cover several items.
+``linger`` lets the first item of a message wait that long for company; with none, an idle
+caller adds no delay.
 
 An item counts as sent only once its message was confirmed: the error of a failed publish
 reaches every caller of that message, exactly as if each had published alone. Used for the
@@ -14,6 +15,7 @@ consumers' business ACKs (:mod:`claimcheck.ack_batcher`) and the producers' inte
 
 import queue
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
 from concurrent.futures import Future
@@ -40,20 +42,22 @@ class GroupCommit(ABC, Generic[T]):
     """
 
     def __init__(self, publisher: BrokerSession, signer: Signer, exchange: str, routing_key: str,
-                 max_batch: int, name: str) -> None:
+                 max_batch: int, name: str, linger: float = 0.0) -> None:
         self._publisher = publisher
         self._signer = signer
         self._exchange = exchange
         self._routing_key = routing_key
         self._max_batch = max(1, max_batch)
+        self._linger = linger
         self._waiting: queue.SimpleQueue[_Waiting[T] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._lock = threading.Lock()
         self._state = "new"  # -> "running" -> "closed"
         self.batches = 0  # messages published, for tests and logs
 
-    def confirm(self, item: T, timeout: float | None = None) -> None:
-        """Publish ``item``; return once the broker confirmed the message carrying it, else raise."""
+    def submit(self, item: T) -> "Future[None]":
+        """Hand ``item`` over; the future is done once the broker confirmed the message carrying
+        it, or failed with that message's error."""
         waiting = _Waiting(item, Future())
         with self._lock:
             if self._state == "closed":
@@ -62,7 +66,11 @@ class GroupCommit(ABC, Generic[T]):
                 self._thread.start()
                 self._state = "running"
             self._waiting.put(waiting)
-        waiting.sent.result(timeout)
+        return waiting.sent
+
+    def confirm(self, item: T, timeout: float | None = None) -> None:
+        """Publish ``item``; return once the broker confirmed the message carrying it, else raise."""
+        self.submit(item).result(timeout)
 
     def close(self) -> None:
         """Stop the publishing thread once what is waiting was published."""
@@ -89,9 +97,11 @@ class GroupCommit(ABC, Generic[T]):
                 return
             batch = [first]
             closing = False
+            company_until = time.monotonic() + self._linger
             while len(batch) < self._max_batch:
+                wait = company_until - time.monotonic()
                 try:
-                    more = self._waiting.get_nowait()
+                    more = self._waiting.get(timeout=wait) if wait > 0 else self._waiting.get_nowait()
                 except queue.Empty:
                     break
                 if more is None:

@@ -124,3 +124,27 @@ def test_concurrent_uploads_announce_together_and_each_object_is_deleted_once(
                == [(WORKERS,)], 60, "every object deleted")
     assert db("SELECT count(*) FROM deletions WHERE object_id = ANY (%s)", ids) == [(WORKERS,)]
     assert not any(object_exists(pointer) for pointer in stored)
+
+
+def test_the_first_ack_lingers_for_company_and_workers_do_not_wait(
+    coordinator_url: str, settings: Settings, keyring: LocalKeys, recipients: Callable[..., list[str]],
+    stored: Callable[..., Pointer], broker: BrokerSession, db: Callable[..., list[tuple[Any, ...]]],
+) -> None:
+    """ACKs handed over one after another (submit returns at once) within the linger travel in
+    one message; each future is done once that message was confirmed, and each object is deleted."""
+    (group,) = recipients("billing")
+    pointers = [stored([group], size=1_000) for _ in range(3)]
+    for pointer in pointers:
+        publish_pointer(broker, keyring.pointer, pointer)
+    batcher = AckBatcher(BrokerSession(settings.amqp_url, topology.declare), keyring.ack(group), group, "test",
+                         linger=1.0)
+    try:
+        sent = [batcher.submit(pointer) for pointer in pointers]
+        for future in sent:
+            future.result(timeout=30)
+    finally:
+        batcher.close()
+    assert batcher.batches == 1
+    ids = [pointer.object_id for pointer in pointers]
+    wait_until(lambda: db("SELECT count(*) FROM objects WHERE object_id = ANY (%s) AND state = 'deleted'", ids)
+               == [(3,)], 60, "every object deleted")
