@@ -26,7 +26,7 @@ import pika
 import psycopg2
 
 from bench import profiling
-from bench.stack import BenchEnv, delete_prefix
+from bench.stack import BenchEnv, CpuMeter, delete_prefix
 from claimcheck import topology
 from claimcheck.ledger import single_row
 
@@ -137,6 +137,9 @@ class CoordinatorBench:
             coordinator = self.env.claimcheck(f"coord-drain-{rep}", ["coordinator", "--http-port", "0"],
                                               self.env.env(self.amqp_url, dsn))
             spy = profiling.attach(coordinator.pid, profile_out) if profile_out is not None else None
+            meter = CpuMeter()
+            meter.children[coordinator.pid] = "coordinator"
+            cpu_before: dict[int, tuple[str, float]] | None = None  # once the first object row is there
             db = psycopg2.connect(dsn)
             db.autocommit = True
             deadline = time.monotonic() + 600
@@ -144,14 +147,18 @@ class CoordinatorBench:
                 try:
                     with db.cursor() as cursor:
                         cursor.execute("SELECT (SELECT count(*) FROM acks), "
-                                       "(SELECT count(*) FROM objects WHERE state = 'deleted')")
-                        counted, deleted = single_row(cursor)
+                                       "(SELECT count(*) FROM objects WHERE state = 'deleted'), "
+                                       "EXISTS (SELECT 1 FROM objects)")
+                        counted, deleted, started = single_row(cursor)
+                        if started and cpu_before is None:
+                            cpu_before = meter.snapshot()
                 except (psycopg2.OperationalError, psycopg2.InterfaceError):
                     time.sleep(1.0)  # PostgreSQL restarted by another user of the stack
                     db = psycopg2.connect(dsn)
                     db.autocommit = True
                     continue
                 if counted >= acks and deleted >= pointers:
+                    cpu = CpuMeter.delta(cpu_before or {}, meter.snapshot())
                     break
                 if coordinator.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"coordinator drain stopped at {counted}/{acks} ACKs, {deleted} deleted")
@@ -178,6 +185,9 @@ class CoordinatorBench:
             result.update(self._upsert_baseline(db, acks))
             db.close()
             result["broker_messages_per_s"] = result["kept_messages"] / span
+            # CPU from the first object row to the last deletion, per broker message drained.
+            result["cpu_us_per_message"] = {part: 1e6 * seconds / result["kept_messages"] for part, seconds in cpu.items()
+                                            if part in ("coordinator", "postgresql", "rabbitmq")}
             result.update(self._bare_drain())
         except Exception as exc:  # noqa: BLE001 - recorded, the suite goes on
             result["error"] = str(exc)[:500]

@@ -448,6 +448,13 @@ def _coordinator_section(coordinator: dict[str, Any], plots: Path) -> list[str]:
                              fmt_summary([d["bare_messages_per_s"] for d in limited]),
                              fmt_summary([100 * d["broker_messages_per_s"] / d["bare_messages_per_s"] for d in limited]) + " %",
                          ]])
+    measured = [d for d in drains if d.get("cpu_us_per_message")]
+    if measured:
+        lines += ["CPU per broker message drained, from the first object row to the last deletion (µs; PostgreSQL "
+                  "and RabbitMQ: every process of the shared stack, so upper bounds):", ""]
+        parts = ("coordinator", "postgresql", "rabbitmq")
+        lines += _table(["coordinator", "PostgreSQL", "RabbitMQ (3 nodes)"],
+                        [[fmt_summary([d["cpu_us_per_message"].get(part, 0.0) for d in measured]) for part in parts]])
     lines += [f"![coordinator against the upsert baseline](bench/{figures.plot_coordinator(coordinator, plots)})", ""]
     failed = [d["error"] for d in coordinator["drains"] if d.get("error")]
     if failed:

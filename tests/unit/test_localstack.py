@@ -12,7 +12,7 @@ import yaml
 
 from claimcheck.config import Settings
 from claimcheck.localstack import accounts
-from claimcheck.localstack.ports import NODES, OFFSET_VARIABLE, Ports
+from claimcheck.localstack.ports import LOCAL, NODES, OFFSET_VARIABLE, SPARE_PORTS, Ports, free_port
 from claimcheck.localstack.services import LocalStack
 
 SECOND = 100  # the offset the ports module recommends for a second stack
@@ -33,6 +33,19 @@ def test_a_second_stack_moves_every_port_and_collides_with_none(monkeypatch: pyt
         assert getattr(moved, field.name) == getattr(first, field.name) + SECOND, field.name
     assert not set(moved.listening()) & set(first.listening())
     assert LocalStack(Path("/nonexistent"), moved).node(1).node_name != LocalStack(Path("/nonexistent"), first).node(1).node_name
+
+
+def test_spare_ports_are_outside_the_ephemeral_range_and_the_stacks_and_never_handed_out_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An outgoing connection cannot take a spare port as its local port, nor a stack's service."""
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert SPARE_PORTS.stop <= ephemeral_low
+    monkeypatch.setenv(OFFSET_VARIABLE, "100")
+    for stack in (Ports(), Ports.from_env(), LOCAL):
+        assert not set(stack.listening()).intersection(SPARE_PORTS)
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == 50 and all(port in SPARE_PORTS for port in ports)
 
 
 def test_the_settings_default_to_the_stacks_ports_and_accounts() -> None:

@@ -11,6 +11,7 @@ master port); its RabbitMQ nodes are named ``rmq-N-100@localhost``, since both s
 
 import dataclasses
 import os
+import random
 import socket
 from dataclasses import dataclass
 
@@ -90,8 +91,26 @@ class Ports:
 LOCAL = Ports.from_env()
 
 
+# Ports handed to processes started beside the stack (a coordinator's or consumer's HTTP port in
+# a test or benchmark). Below the kernel's ephemeral range (32768 and up) and the stack's own
+# ports: a port from bind(0) is ephemeral, and any outgoing connection (a pika or psycopg2 client)
+# may take it as its local port before the process it was chosen for binds it (CI saw a consumer
+# fail with "Address already in use").
+SPARE_PORTS = range(10000, 25000)
+_handed_out: set[int] = set()  # not handed out twice by one process, even before anybody bound them
+
+
 def free_port(host: str = HOST) -> int:
     """A TCP port on ``host`` (IPv4 or IPv6) nothing listens on right now, for a process started beside the stack."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+    taken = set(LOCAL.listening()) | _handed_out
+    for port in random.SystemRandom().sample(SPARE_PORTS, 200):
+        if port in taken:
+            continue
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise OSError(f"no free port among 200 tried in {SPARE_PORTS.start}-{SPARE_PORTS.stop - 1} on {host}")
