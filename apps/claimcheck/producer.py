@@ -77,6 +77,11 @@ def _check_pointer_exchange(channel: BlockingChannel) -> None:
     topology.declare_for_producer(channel, ())
 
 
+def _intent_message(intent: Intent) -> tuple[bytes, str]:
+    """The body and message id of one intent, published alone or by an :class:`IntentBatcher`."""
+    return intent.encode(), f"intent-{intent.object_id}"
+
+
 class IntentBatcher(GroupCommit[Intent]):
     """Intents of several upload threads, published together (see :mod:`claimcheck.group_commit`).
 
@@ -96,7 +101,7 @@ class IntentBatcher(GroupCommit[Intent]):
 
     def _encode(self, items: list[Intent]) -> tuple[bytes, str]:
         if len(items) == 1:
-            return items[0].encode(), f"intent-{items[0].object_id}"
+            return _intent_message(items[0])
         batch = IntentBatch(created_at=now(), intents=tuple(
             AnnouncedObject(object_id=i.object_id, job=i.job, bucket=i.bucket, key=i.key) for i in items))
         return batch.encode(), f"intents-{items[0].object_id}+{len(items) - 1}"
@@ -280,9 +285,9 @@ class Producer:
             if self._intents is not None:
                 self._intents.confirm(intent)
             else:
-                body = intent.encode()
+                body, message_id = _intent_message(intent)
                 self._broker.publish(topology.POINTER_EXCHANGE, topology.COORDINATOR_ROUTING_KEY, body,
-                                     message_id=f"intent-{intent.object_id}", headers=self._signer.sign(body))
+                                     message_id=message_id, headers=self._signer.sign(body))
             announced.append(time.monotonic())
 
         pointer = _stored_pointer(self._s3, self._settings, self._storage, object_id, job, source, recipients, announce,

@@ -43,6 +43,15 @@ def confirm_concurrently(batcher: GroupCommit[T], items: list[T]) -> list[BaseEx
     return outcomes
 
 
+def wait_deleted_once(db: Callable[..., list[tuple[Any, ...]]], pointers: list[Pointer]) -> list[str]:
+    """Wait until the ledger deleted every object of ``pointers``; each deletion recorded once. Their ids."""
+    ids = [pointer.object_id for pointer in pointers]
+    wait_until(lambda: db("SELECT count(*) FROM objects WHERE object_id = ANY (%s) AND state = 'deleted'", ids)
+               == [(len(ids),)], 60, "every object deleted")
+    assert db("SELECT count(*) FROM deletions WHERE object_id = ANY (%s)", ids) == [(len(ids),)]
+    return ids
+
+
 def test_concurrent_acks_share_messages_and_each_object_is_deleted_once(
     coordinator_url: str, settings: Settings, keyring: LocalKeys, recipients: Callable[..., list[str]],
     stored: Callable[..., Pointer], object_exists: Callable[[Pointer], bool], broker: BrokerSession,
@@ -60,10 +69,7 @@ def test_concurrent_acks_share_messages_and_each_object_is_deleted_once(
         batcher.close()
     assert 1 <= batcher.batches < WORKERS + 1  # some ACKs travelled together
 
-    ids = [pointer.object_id for pointer in pointers]
-    wait_until(lambda: db("SELECT count(*) FROM objects WHERE object_id = ANY (%s) AND state = 'deleted'", ids)
-               == [(WORKERS,)], 60, "every object deleted")
-    assert db("SELECT count(*) FROM deletions WHERE object_id = ANY (%s)", ids) == [(WORKERS,)]
+    ids = wait_deleted_once(db, pointers)
     assert db("SELECT count(*) FROM acks WHERE object_id = ANY (%s)", ids) == [(WORKERS,)]
     assert not any(object_exists(pointer) for pointer in pointers)
 
@@ -119,10 +125,7 @@ def test_concurrent_uploads_announce_together_and_each_object_is_deleted_once(
         assert confirm_concurrently(batcher, stored) == [None] * WORKERS
     finally:
         batcher.close()
-    ids = [pointer.object_id for pointer in stored]
-    wait_until(lambda: db("SELECT count(*) FROM objects WHERE object_id = ANY (%s) AND state = 'deleted'", ids)
-               == [(WORKERS,)], 60, "every object deleted")
-    assert db("SELECT count(*) FROM deletions WHERE object_id = ANY (%s)", ids) == [(WORKERS,)]
+    wait_deleted_once(db, stored)
     assert not any(object_exists(pointer) for pointer in stored)
 
 
@@ -145,6 +148,4 @@ def test_the_first_ack_lingers_for_company_and_workers_do_not_wait(
     finally:
         batcher.close()
     assert batcher.batches == 1
-    ids = [pointer.object_id for pointer in pointers]
-    wait_until(lambda: db("SELECT count(*) FROM objects WHERE object_id = ANY (%s) AND state = 'deleted'", ids)
-               == [(3,)], 60, "every object deleted")
+    wait_deleted_once(db, pointers)
