@@ -8,11 +8,16 @@ unconfirmed: it is delivered again, and parked in the dead-letter queue after te
 
 import argparse
 import json
+import logging
 import signal
+import sys
 import threading
 from pathlib import Path
 
 from claimcheck import Consumer, Message
+
+# Handlers run on several worker threads; a logger writes each line whole (print() does not).
+log = logging.getLogger("billing")
 
 
 def main() -> None:
@@ -20,16 +25,18 @@ def main() -> None:
     parser.add_argument("--group", default="billing")
     parser.add_argument("--books", type=Path, default=Path("books"))
     args = parser.parse_args()
+    logging.basicConfig(format="%(name)s: %(message)s", stream=sys.stdout)
+    log.setLevel(logging.INFO)
     books: Path = args.books
     books.mkdir(parents=True, exist_ok=True)
 
     def book(message: Message) -> None:
         if message.metadata.get("kind") != "invoice":
-            print(f"billing: skipped {message.metadata.get('kind')} {message.object_id} ({message.size} bytes)", flush=True)
+            log.info("skipped %s %s (%d bytes)", message.metadata.get("kind"), message.object_id, message.size)
             return
         document = json.loads(message.read())  # verified: its sha256 matched the signed pointer
         (books / f"invoice-{document['invoice']}.json").write_text(json.dumps(document))
-        print(f"billing: booked invoice {document['invoice']} for {document['customer']}", flush=True)
+        log.info("booked invoice %s for %s", document["invoice"], document["customer"])
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
