@@ -19,14 +19,14 @@ from pydantic import ValidationError
 from claimcheck import logsetup, runtime, store, topology
 from claimcheck.config import InsecureDefault, Settings, settings
 from claimcheck.localstack.ports import LOCAL
-from claimcheck.protocol import RESERVED_RECIPIENTS
+from claimcheck.protocol import JOB_PATTERN, RECIPIENT_PATTERN, RESERVED_RECIPIENTS
 from claimcheck.publisher import BrokerRefused, BrokerSession
 from claimcheck.signing import KeyFormatError
 from claimcheck.sizes import format_size, parse_size
 from claimcheck.topology import NotProvisioned
 
-_RECIPIENT = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_JOB = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_RECIPIENT = re.compile(RECIPIENT_PATTERN)
+_JOB = re.compile(JOB_PATTERN)
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:

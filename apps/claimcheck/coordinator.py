@@ -38,6 +38,8 @@ from claimcheck.ledger import DeleteTask, Ledger
 from claimcheck.migrate import migrate
 from claimcheck.protocol import (
     ACK_QUEUE_KINDS,
+    JOB_PATTERN,
+    OBJECT_ID_PATTERN,
     POINTER_QUEUE_KINDS,
     Ack,
     AckBatch,
@@ -369,8 +371,8 @@ class Coordinator:
                 status = ledger.object_status(request["object_id"])
             return (404, {"error": "unknown object"}) if status is None else (200, asdict(status))
 
-        job_path = re.compile(r"^/jobs/(?P<job>[A-Za-z0-9][A-Za-z0-9._-]{0,127})$")
-        object_path = re.compile(r"^/objects/(?P<object_id>[0-9a-f]{32})$")
+        job_path = re.compile(rf"^/jobs/(?P<job>{JOB_PATTERN[1:-1]})$")
+        object_path = re.compile(rf"^/objects/(?P<object_id>{OBJECT_ID_PATTERN[1:-1]})$")
         return routes_for(readiness, [("GET", job_path, job), ("DELETE", job_path, cancel),
                                       ("GET", object_path, object_status)])
 
