@@ -12,6 +12,10 @@ timestamps: from the first object row written (``objects.first_seen_at``) to the
 counted (``acks.acked_at``). Baseline, in the same database: the same number of single-row
 ``INSERT ... ON CONFLICT DO UPDATE`` upserts into a copy of the ``acks`` table, each its own
 transaction, from one connection.
+
+With ``shards`` > 1 everything above runs with that many coordinator shards (docs/scaling.md):
+the fill's producer and consumers route each object to its shard's queues, and the drain starts
+one coordinator process per shard, all writing the one ledger.
 """
 
 import json
@@ -32,18 +36,22 @@ from claimcheck.ledger import single_row
 
 log = logging.getLogger("bench")
 
-POINTER_QUEUE = "claimcheck.coordinator.pointers"
-ACK_QUEUE = "claimcheck.coordinator.acks"
-
-
 class CoordinatorBench:
-    def __init__(self, env: BenchEnv, objects: int) -> None:
+    def __init__(self, env: BenchEnv, objects: int, shards: int = 1) -> None:
         self.env = env
         self.objects = objects
+        self.shards = shards
         self.groups = [f"{env.run_id}-a1", f"{env.run_id}-a2"]
-        self.amqp_url = env.vhost("coord", self.groups)
-        self.messages: dict[str, list[tuple[Any, bytes]]] = {POINTER_QUEUE: [], ACK_QUEUE: []}
+        self.amqp_url = env.vhost("coord" if shards == 1 else f"coord{shards}", self.groups, shards)
+        self.pointer_queues = {topology.coordinator_pointer_queue(shard) for shard in range(shards)}
+        self.messages: dict[str, list[tuple[Any, bytes]]] = {
+            queue: [] for queue, _, _ in topology.coordinator_queues(range(shards))}
         self.fill_seconds = 0.0
+
+    def _env(self, database_url: str | None = None, **extra: str) -> dict[str, str]:
+        env = self.env.env(self.amqp_url, database_url)
+        env.update(CLAIMCHECK_COORDINATOR_SHARDS=str(self.shards), **extra)
+        return env
 
     def _channel(self) -> tuple[Any, Any]:
         connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
@@ -55,7 +63,7 @@ class CoordinatorBench:
     def harvest(self) -> None:
         """Let the product fill the coordinator's queues, then keep their messages."""
         started = time.monotonic()
-        child_env = self.env.env(self.amqp_url)
+        child_env = self._env()
         def start_consumers() -> list[Any]:
             return [self.env.claimcheck(f"coord-fill-consumer-{group}", ["consumer", "--recipient", group], child_env)
                     for group in self.groups]
@@ -83,7 +91,7 @@ class CoordinatorBench:
             if not any(self._depth(channel, queue) for queue in group_queues):
                 break
             consumers = start_consumers()
-        for queue in (POINTER_QUEUE, ACK_QUEUE):
+        for queue in self.messages:
             expected = self._depth(channel, queue)
             channel.basic_qos(prefetch_count=500)
             kept = self.messages[queue]
@@ -99,8 +107,9 @@ class CoordinatorBench:
         connection.close()
         delete_prefix(self.env.bucket, f"{job}/")
         self.fill_seconds = time.monotonic() - started
-        log.info("coordinator bench: kept %d pointers and %d ACKs in %.1f s", len(self.messages[POINTER_QUEUE]),
-                 len(self.messages[ACK_QUEUE]), self.fill_seconds)
+        pointer_side = sum(len(self.messages[queue]) for queue in self.pointer_queues)
+        log.info("coordinator bench (%d shards): kept %d pointer-queue and %d ACK-queue messages in %.1f s", self.shards,
+                 pointer_side, sum(map(len, self.messages.values())) - pointer_side, self.fill_seconds)
 
     def _refill(self) -> None:
         connection, channel = self._channel()
@@ -117,16 +126,18 @@ class CoordinatorBench:
     def distinct(self) -> tuple[int, int]:
         """Distinct objects and distinct (object, recipient) ACKs among the kept messages: a consumer
         redelivery during the fill can leave a duplicate ACK, which the ledger counts once."""
-        objects = {doc["object_id"] for doc in (json.loads(body) for _, body in self.messages[POINTER_QUEUE])
-                   if doc["type"] == "pointer"}
+        objects: set[str] = set()
         acks: set[tuple[str, str]] = set()
-        for _, body in self.messages[ACK_QUEUE]:
-            doc = json.loads(body)  # an ack, or an ack_batch of several objects
-            acks.update((item["object_id"], doc["recipient"]) for item in doc.get("acks", [doc]))
+        for queue, kept in self.messages.items():
+            for doc in (json.loads(body) for _, body in kept):
+                if queue in self.pointer_queues:
+                    objects.update([doc["object_id"]] if doc["type"] == "pointer" else [])
+                else:  # an ack, or an ack_batch of several objects
+                    acks.update((item["object_id"], doc["recipient"]) for item in doc.get("acks", [doc]))
         return len(objects), len(acks)
 
     def drain(self, rep: int, profile_out: "Path | None" = None) -> dict[str, Any]:
-        """Refill, start one coordinator on a fresh ledger, time the drain; then the upsert baseline."""
+        """Refill, start a coordinator per shard on a fresh ledger, time the drain; then the upsert baseline."""
         pointers, acks = self.distinct()
         self._attempts = getattr(self, "_attempts", 0) + 1
         dsn = self.env.database(f"coord{rep}_{self._attempts}")
@@ -134,11 +145,13 @@ class CoordinatorBench:
                                   "kept_messages": sum(len(kept) for kept in self.messages.values())}
         try:
             self._refill()
-            coordinator = self.env.claimcheck(f"coord-drain-{rep}", ["coordinator", "--http-port", "0"],
-                                              self.env.env(self.amqp_url, dsn))
-            spy = profiling.attach(coordinator.pid, profile_out) if profile_out is not None else None
+            coordinators = [
+                self.env.claimcheck(f"coord{self.shards}-drain-{rep}-{shard}", ["coordinator", "--http-port", "0"],
+                                    self._env(dsn, CLAIMCHECK_COORDINATOR_SHARD_IDS=str(shard)))
+                for shard in range(self.shards)]
+            spy = profiling.attach(coordinators[0].pid, profile_out) if profile_out is not None else None
             meter = CpuMeter()
-            meter.children[coordinator.pid] = "coordinator"
+            meter.children.update((coordinator.pid, "coordinator") for coordinator in coordinators)
             cpu_before: dict[int, tuple[str, float]] | None = None  # once the first object row is there
             db = psycopg2.connect(dsn)
             db.autocommit = True
@@ -160,7 +173,7 @@ class CoordinatorBench:
                 if counted >= acks and deleted >= pointers:
                     cpu = CpuMeter.delta(cpu_before or {}, meter.snapshot())
                     break
-                if coordinator.poll() is not None or time.monotonic() > deadline:
+                if any(coordinator.poll() is not None for coordinator in coordinators) or time.monotonic() > deadline:
                     raise RuntimeError(f"coordinator drain stopped at {counted}/{acks} ACKs, {deleted} deleted")
                 time.sleep(0.05)
             with db.cursor() as cursor:
@@ -172,15 +185,15 @@ class CoordinatorBench:
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(60)
-            finished = coordinator.stop()
+            finished = [coordinator.stop() for coordinator in coordinators]
             span = max(last_ack, last_pointer) - first
             result.update(
                 drain_seconds=span,
                 acks_per_s=acks / span,
                 messages_per_s=(acks + pointers) / span,
                 all_deleted_seconds=last_deleted - first,
-                coordinator_cpu_seconds=finished.cpu_seconds,
-                coordinator_rss=finished.maxrss_bytes,
+                coordinator_cpu_seconds=sum(done.cpu_seconds for done in finished),
+                coordinator_rss=max(done.maxrss_bytes for done in finished),
             )
             result.update(self._upsert_baseline(db, acks))
             db.close()

@@ -28,6 +28,7 @@ from bench.results import (
     repetition_ceilings,
     repetition_extended,
     required_pass_cpu,
+    sharded_ratios,
 )
 from bench.stats import fmt, fmt_summary, size_label
 
@@ -142,6 +143,10 @@ def _summary_section(results: dict[str, Any]) -> list[str]:
                      _goal(statistics.median(acks) >= 5000 if acks else None)])
         rows.append(["coordinator above the single-row upsert baseline", fmt_summary(ratios, 3) + " × baseline",
                      _goal(statistics.median(ratios) > 1 if ratios else None)])
+        sharded = sharded_ratios(coordinator)
+        if sharded:
+            rows.append([f"{coordinator['sharded']['shards']} coordinator shards no slower on one machine",
+                         fmt_summary(sharded) + " × one shard", _goal(statistics.median(sharded) >= 0.9)])
         limits = [d["broker_messages_per_s"] / d["bare_messages_per_s"] for d in drains if "bare_messages_per_s" in d]
         if limits:
             rows.append(["coordinator ≥ half the broker's own drain rate (a consumer that only acknowledges)",
@@ -456,9 +461,35 @@ def _coordinator_section(coordinator: dict[str, Any], plots: Path) -> list[str]:
         lines += _table(["coordinator", "PostgreSQL", "RabbitMQ (3 nodes)"],
                         [[fmt_summary([d["cpu_us_per_message"].get(part, 0.0) for d in measured]) for part in parts]])
     lines += [f"![coordinator against the upsert baseline](bench/{figures.plot_coordinator(coordinator, plots)})", ""]
-    failed = [d["error"] for d in coordinator["drains"] if d.get("error")]
+    lines += _shards_lines(coordinator)
+    failed = [d["error"] for d in coordinator["drains"] + coordinator.get("sharded", {}).get("drains", []) if d.get("error")]
     if failed:
         lines += [f"Failed repetitions: {'; '.join(failed)}", ""]
+    return lines
+
+
+def _shards_lines(coordinator: dict[str, Any]) -> list[str]:
+    """The same drain with coordinator shards, a coordinator process each (docs/scaling.md)."""
+    sharded = coordinator.get("sharded")
+    if not sharded:
+        return []
+    pairs = sharded_ratios(coordinator)
+    drains = ok(sharded["drains"])
+    lines = [f"**{sharded['shards']} shards.** The same fill with `CLAIMCHECK_COORDINATOR_SHARDS={sharded['shards']}` "
+             "(each object's intent, pointer and ACKs in its shard's queues), drained by one coordinator process per "
+             "shard into the one ledger, alternating with the single-shard drains above (ratio: repetition by "
+             "repetition). On one machine the shards share its two cores, PostgreSQL and the broker, so this shows "
+             "that sharding costs nothing here, not how it scales; docs/scaling.md has the model for that.", ""]
+    lines += _table(["ACKs/s", "÷ 1 shard, same repetition", "coordinator broker messages/s", "÷ bare drain",
+                     "CPU µs per broker message (coordinators, PostgreSQL, RabbitMQ)"], [[
+        fmt_summary([d["acks_per_s"] for d in drains]),
+        fmt_summary(pairs) + " ×",
+        fmt_summary([d["broker_messages_per_s"] for d in drains]),
+        fmt_summary([100 * d["broker_messages_per_s"] / d["bare_messages_per_s"] for d in drains
+                     if d.get("bare_messages_per_s")]) + " %",
+        " / ".join(fmt_summary([d["cpu_us_per_message"].get(part, 0.0) for d in drains if d.get("cpu_us_per_message")])
+                   for part in ("coordinator", "postgresql", "rabbitmq")),
+    ]])
     return lines
 
 

@@ -38,6 +38,14 @@ def paired_ratios(entry: dict[str, Any], key: str = "objects_per_s") -> list[flo
             and limit[key]]
 
 
+def sharded_ratios(coordinator: dict[str, Any]) -> list[float]:
+    """ACKs/s of the sharded drain over the single-shard drain, repetition by repetition (they alternated)."""
+    pairs = zip(coordinator.get("drains", []), coordinator.get("sharded", {}).get("drains", []), strict=False)
+    return [many["acks_per_s"] / one["acks_per_s"] for one, many in pairs
+            if not one.get("error") and not many.get("error") and finite(one.get("acks_per_s"))
+            and finite(many.get("acks_per_s")) and one["acks_per_s"]]
+
+
 def latency_at(runs: list[dict[str, Any]], key: str, q: float) -> list[float]:
     return [percentile(run[key], q) for run in ok(runs) if run.get(key)]
 

@@ -293,20 +293,21 @@ class BenchEnv:
         self.workdir.mkdir(parents=True, exist_ok=True)
 
     # resources
-    def vhost(self, suffix: str, recipients: Sequence[str] = ()) -> str:
-        """Create vhost ``ccbench-<run>-<suffix>`` for guest, provisioned for ``recipients``; return its AMQP URL."""
+    def vhost(self, suffix: str, recipients: Sequence[str] = (), shards: int = 1) -> str:
+        """Create vhost ``ccbench-<run>-<suffix>`` for guest, provisioned for ``recipients`` with
+        ``shards`` coordinator shards; return its AMQP URL."""
         name = f"ccbench-{self.run_id}-{suffix}"
         mgmt("PUT", f"/api/vhosts/{quote(name)}", {})
         mgmt("PUT", f"/api/permissions/{quote(name)}/guest", {"configure": ".*", "write": ".*", "read": ".*"})
         self.vhosts.append(name)
         url = f"{AMQP_BASE}/{quote(name)}"
-        self.provision(url, recipients)
+        self.provision(url, recipients, shards)
         return url
 
     @staticmethod
-    def provision(amqp_url: str, recipients: Sequence[str]) -> None:
+    def provision(amqp_url: str, recipients: Sequence[str], shards: int = 1) -> None:
         """Declare the topology and the recipients' queues, as `claimcheck provision` does."""
-        provision(amqp_url, "", list(recipients), [])
+        provision(amqp_url, "", list(recipients), [], shards=shards)
 
     def database(self, suffix: str, migrate: bool = True) -> str:
         """Create database ``ccbench_<run>_<suffix>``, apply the ledger migrations; return its DSN."""

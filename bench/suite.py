@@ -202,18 +202,28 @@ def relief(env: BenchEnv, config: Config) -> dict[str, Any]:
 # -- 3: coordinator -----------------------------------------------------------------------
 
 
+# The scale-out check: the same drain with this many shards, a coordinator process each.
+SHARDS = 2
+
+
 def coordinator(env: BenchEnv, config: Config) -> dict[str, Any]:
     bench = CoordinatorBench(env, config.coordinator_objects)
-    log.info("coordinator: filling with %d objects through the product", config.coordinator_objects)
+    sharded = CoordinatorBench(env, config.coordinator_objects, shards=SHARDS)
+    log.info("coordinator: filling with %d objects through the product, with 1 and %d shards",
+             config.coordinator_objects, SHARDS)
     wait_healthy()
     bench.harvest()
-    drains = []
-    for rep in range(config.repeats):
+    sharded.harvest()
+    drains, sharded_drains = [], []
+    for rep in range(config.repeats):  # alternating, so both see the same machine
         drains.append(attempt(bench.drain, rep) | {"context": context()})
-        log.info("  drain %d: %.0f ACKs/s, baseline %.0f upserts/s", rep + 1, drains[-1].get("acks_per_s", 0),
+        sharded_drains.append(attempt(sharded.drain, rep) | {"context": context()})
+        log.info("  drain %d: %.0f ACKs/s (%d shards: %.0f), baseline %.0f upserts/s", rep + 1,
+                 drains[-1].get("acks_per_s", 0), SHARDS, sharded_drains[-1].get("acks_per_s", 0),
                  drains[-1].get("upserts_per_s", 0))
     result: dict[str, Any] = {"objects": config.coordinator_objects, "fill_seconds": bench.fill_seconds,
-                              "drains": drains}
+                              "drains": drains,
+                              "sharded": {"shards": SHARDS, "fill_seconds": sharded.fill_seconds, "drains": sharded_drains}}
     if config.profile and profiling.available():
         result["profile"] = _profile_drain(env, bench)
     return result

@@ -109,8 +109,9 @@ def management(method: str, path: str, body: Any = None) -> Any:
 
 
 @contextmanager
-def temporary_vhost(amqp_url: str) -> Iterator[str]:
-    """A fresh, provisioned vhost that guest may use; yields ``amqp_url`` pointing at it, deletes it afterwards."""
+def temporary_vhost(amqp_url: str, shards: int = 1) -> Iterator[str]:
+    """A fresh vhost that guest may use, provisioned with ``shards`` coordinator shards; yields
+    ``amqp_url`` pointing at it, deletes it afterwards."""
     name = unique("cc-test")
     management("PUT", f"/vhosts/{name}", {})
     management("PUT", f"/permissions/{name}/guest", {"configure": ".*", "write": ".*", "read": ".*"})
@@ -119,7 +120,7 @@ def temporary_vhost(amqp_url: str) -> Iterator[str]:
     try:
         connection = pika.BlockingConnection(pika.URLParameters(url))
         try:
-            topology.declare(connection.channel())  # what provisioning does for a real vhost
+            topology.declare(connection.channel(), shards=shards)  # what provisioning does for a real vhost
         finally:
             connection.close()
         yield url

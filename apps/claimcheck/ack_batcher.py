@@ -22,8 +22,9 @@ class AckBatcher(GroupCommit[Pointer]):
     """Publishes the business ACKs of ``recipient``'s replica ``consumer`` in batches."""
 
     def __init__(self, publisher: BrokerSession, signer: Signer, recipient: str, consumer: str,
-                 max_batch: int = MAX_ACKS_PER_BATCH, linger: float = ACK_LINGER) -> None:
-        super().__init__(publisher, signer, topology.ACK_EXCHANGE, topology.ACK_ROUTING_KEY,
+                 max_batch: int = MAX_ACKS_PER_BATCH, linger: float = ACK_LINGER, shards: int = 1) -> None:
+        super().__init__(publisher, signer, topology.ACK_EXCHANGE,
+                         lambda pointer: topology.ack_route(pointer.object_id, shards),
                          min(max_batch, MAX_ACKS_PER_BATCH), f"acks-{recipient}", linger)
         self._recipient = recipient
         self._consumer = consumer

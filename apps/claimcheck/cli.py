@@ -337,10 +337,10 @@ def sweep_orphans(grace: float | None, prefix: str) -> None:
 def declare_topology(recipients: list[str]) -> None:
     """Declare the exchanges and quorum queues, including the recipients' queues."""
     config = settings()
-    session = BrokerSession(config.amqp_url, lambda channel: topology.declare(channel, recipients))
+    session = BrokerSession(config.amqp_url, lambda channel: topology.declare(channel, recipients, config.coordinator_shards))
     session.channel()
     session.close()
-    click.echo(f"declared topology for recipients {', '.join(recipients)}")
+    click.echo(f"declared topology for recipients {', '.join(recipients)} ({_shards(config)})")
 
 
 @cli.command()
@@ -356,9 +356,14 @@ def provision(recipients: list[str]) -> None:
         users = parse_users(config.broker_users)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    apply(config.amqp_url, config.management_url, recipients, users, config.confirm_timeout)
+    apply(config.amqp_url, config.management_url, recipients, users, config.confirm_timeout, config.coordinator_shards)
     roles = ", ".join(user.role for user in users) or "no role accounts (CLAIMCHECK_BROKER_USERS is empty)"
-    click.echo(f"provisioned the topology for recipients {', '.join(recipients)} and {roles}")
+    click.echo(f"provisioned the topology for recipients {', '.join(recipients)} ({_shards(config)}) and {roles}")
+
+
+def _shards(config: Settings) -> str:
+    count = config.coordinator_shards
+    return "1 coordinator shard" if count == 1 else f"{count} coordinator shards"
 
 
 @cli.group()

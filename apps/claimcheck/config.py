@@ -12,7 +12,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from claimcheck import signing
@@ -20,6 +20,7 @@ from claimcheck.localstack import accounts
 from claimcheck.localstack.ports import HOST, LOCAL
 from claimcheck.protocol import KEY_PREFIX_PATTERN, MAX_INLINE_BYTES
 from claimcheck.signing import Signer, Verifier
+from claimcheck.topology import MAX_SHARDS
 
 # The built-in local keys: derived from public strings, so anyone could sign with them.
 LOCAL_POINTER_SIGNING_KEY = f"{signing.LOCAL_KEY_ID}:" + signing.b64(hashlib.sha256(b"claimcheck local pointer key").digest())
@@ -93,6 +94,13 @@ class Settings(BaseSettings):
     # The orphan sweeper deletes objects no live pointer references once they are this old.
     sweep_grace_seconds: float = 3600.0
     sweep_interval_seconds: float = 300.0
+    # Every component: the coordinator's queues come in this many shards (docs/scaling.md); an
+    # object's messages travel through shard topology.shard_of(its id). The same for all roles:
+    # a producer checks that every shard's queue exists before it publishes.
+    coordinator_shards: int = Field(default=1, ge=1, le=MAX_SHARDS)
+    # Coordinators: the shards this replica consumes, comma-separated ("" = all). Each shard
+    # queue has a single active consumer, so replicas that share a shard stand by for each other.
+    coordinator_shard_ids: str = ""
 
     # -- the library's data path (docs/library.md) -------------------------------------------
     # Payloads up to this many bytes travel inside the signed pointer and never touch S3
@@ -191,6 +199,21 @@ class Settings(BaseSettings):
     def allowed_recipients(self) -> frozenset[str]:
         """The configured recipient groups (empty: any)."""
         return frozenset(name.strip() for name in self.recipients.split(",") if name.strip())
+
+    @model_validator(mode="after")
+    def _shard_ids_exist(self) -> "Settings":
+        self.owned_shards()
+        return self
+
+    def owned_shards(self) -> list[int]:
+        """The shards this coordinator consumes (CLAIMCHECK_COORDINATOR_SHARD_IDS; all by default)."""
+        parts = [part.strip() for part in self.coordinator_shard_ids.split(",") if part.strip()]
+        if not parts:
+            return list(range(self.coordinator_shards))
+        if not all(part.isdigit() and int(part) < self.coordinator_shards for part in parts):
+            raise ValueError(f"CLAIMCHECK_COORDINATOR_SHARD_IDS={self.coordinator_shard_ids!r}: shard numbers "
+                             f"from 0 to {self.coordinator_shards - 1} (CLAIMCHECK_COORDINATOR_SHARDS) expected")
+        return sorted({int(part) for part in parts})
 
 
 @lru_cache(maxsize=1)

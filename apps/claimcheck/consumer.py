@@ -81,11 +81,11 @@ class RecipientConsumer:
         self._ack_signer = settings.ack_signer(recipient)
         self._s3 = store.client(settings)
         self._storage = store.StorageOptions.from_settings(settings)
-        self._declare = lambda channel: topology.declare_for_recipient(channel, recipient)
+        self._declare = lambda channel: topology.declare_for_recipient(channel, recipient, settings.coordinator_shards)
         self._publisher = BrokerSession(settings.amqp_url, self._declare, settings.confirm_timeout)
         # Workers' ACKs, published together (one broker message for whatever is waiting).
         self._acks = AckBatcher(BrokerSession(settings.amqp_url, self._declare, settings.confirm_timeout),
-                                self._ack_signer, recipient, self.name)
+                                self._ack_signer, recipient, self.name, shards=settings.coordinator_shards)
         self._workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"verify-{recipient}")
         metrics.recipient_metrics(recipient)
         self._loop = ConsumerLoop(

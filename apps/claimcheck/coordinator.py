@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
+from functools import partial
 from typing import TYPE_CHECKING
 
 import psycopg2
@@ -79,11 +80,14 @@ class Coordinator:
         self._verifier = settings.coordinator_verifier()
         self._control_tokens = [token.encode() for token in settings.accepted_control_tokens()]
         self._ledger = Ledger(settings.database_url, "claimcheck-coordinator")
-        self._publisher = BrokerSession(settings.amqp_url, topology.declare_for_coordinator, settings.confirm_timeout)
+        declare = partial(topology.declare_for_coordinator, shards=settings.coordinator_shards)
+        self._publisher = BrokerSession(settings.amqp_url, declare, settings.confirm_timeout)
+        shards = settings.owned_shards()
+        self._pointer_queues = frozenset(topology.coordinator_pointer_queue(shard) for shard in shards)
         self._loop = ConsumerLoop(
             settings.amqp_url,
-            topology.declare_for_coordinator,
-            [topology.COORDINATOR_POINTER_QUEUE, topology.ACK_QUEUE],
+            declare,
+            [queue for queue, _, _ in topology.coordinator_queues(shards)],
             prefetch,
             self._handle,
             gate=self._ledger_down,
@@ -123,7 +127,7 @@ class Coordinator:
     def _handle(self, delivery: Delivery) -> None:
         """Decode and verify now; apply with the rest of this read from the broker (see _flush)."""
         kinds: tuple[type[PointerQueueMessage | AckQueueMessage], ...] = (
-            POINTER_QUEUE_KINDS if delivery.queue == topology.COORDINATOR_POINTER_QUEUE else ACK_QUEUE_KINDS)
+            POINTER_QUEUE_KINDS if delivery.queue in self._pointer_queues else ACK_QUEUE_KINDS)
         try:
             message = decode_signed(self._verifier, delivery.body, delivery.properties.headers, *kinds,
                                     bucket=self._settings.s3_bucket, key_prefix=self._settings.s3_key_prefix)

@@ -45,7 +45,8 @@ def _roles(settings: Settings) -> Callable[..., dict[str, str]]:
     if not settings.broker_is_local():
         return lambda *role: {}
     users = parse_users(accounts.broker_users(list(RECIPIENTS)))
-    provision(settings.amqp_url, settings.management_url, list(RECIPIENTS), users, settings.confirm_timeout)
+    provision(settings.amqp_url, settings.management_url, list(RECIPIENTS), users, settings.confirm_timeout,
+              settings.coordinator_shards)
     return accounts.role_env
 
 

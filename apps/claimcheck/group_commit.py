@@ -5,7 +5,8 @@ which also waits). One thread publishes whatever is waiting as one signed messag
 the broker's confirm; items that arrive meanwhile form the next message. So under load one
 enqueue (a Raft command on three nodes) and one settlement by the reader cover several items.
 ``linger`` lets the first item of a message wait that long for company; with none, an idle
-caller adds no delay.
+caller adds no delay. Items travel only with items of the same routing key (``route``: the
+coordinator shard they belong to), so a message never carries what another shard owns.
 
 An item counts as sent only once its message was confirmed: the error of a failed publish
 reaches every caller of that message, exactly as if each had published alone. Used for the
@@ -17,7 +18,7 @@ import queue
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -41,12 +42,12 @@ class GroupCommit(ABC, Generic[T]):
     same (:meth:`_identity`: an item handed in twice while its first copy waits travels once).
     """
 
-    def __init__(self, publisher: BrokerSession, signer: Signer, exchange: str, routing_key: str,
+    def __init__(self, publisher: BrokerSession, signer: Signer, exchange: str, route: Callable[[T], str],
                  max_batch: int, name: str, linger: float = 0.0) -> None:
         self._publisher = publisher
         self._signer = signer
         self._exchange = exchange
-        self._routing_key = routing_key
+        self._route = route
         self._max_batch = max(1, max_batch)
         self._linger = linger
         self._waiting: queue.SimpleQueue[_Waiting[T] | None] = queue.SimpleQueue()
@@ -113,11 +114,19 @@ class GroupCommit(ABC, Generic[T]):
                 return
 
     def _publish(self, batch: list[_Waiting[T]]) -> None:
+        """One confirmed message per routing key in ``batch``."""
+        routes: dict[str, list[_Waiting[T]]] = {}
+        for waiting in batch:
+            routes.setdefault(self._route(waiting.item), []).append(waiting)
+        for routing_key, same_route in routes.items():
+            self._publish_one(routing_key, same_route)
+
+    def _publish_one(self, routing_key: str, batch: list[_Waiting[T]]) -> None:
         """One confirmed message for ``batch``; its outcome is every waiting caller's."""
         unique = list({self._identity(waiting.item): waiting.item for waiting in batch}.values())
         try:
             body, message_id = self._encode(unique)
-            self._publisher.publish(self._exchange, self._routing_key, body, message_id=message_id,
+            self._publisher.publish(self._exchange, routing_key, body, message_id=message_id,
                                     headers=self._signer.sign(body))
         except BaseException as exc:  # noqa: BLE001 - handed to the callers, which decide what it means
             for waiting in batch:

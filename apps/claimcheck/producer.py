@@ -73,10 +73,6 @@ class IntentExpired(Exception):
     """An upload took so long that its object may already be swept: its pointer is not published."""
 
 
-def _check_pointer_exchange(channel: BlockingChannel) -> None:
-    topology.declare_for_producer(channel, ())
-
-
 def _intent_message(intent: Intent) -> tuple[bytes, str]:
     """The body and message id of one intent, published alone or by an :class:`IntentBatcher`."""
     return intent.encode(), f"intent-{intent.object_id}"
@@ -92,9 +88,12 @@ class IntentBatcher(GroupCommit[Intent]):
     """
 
     def __init__(self, settings: Settings, signer: Signer | None = None) -> None:
-        super().__init__(BrokerSession(settings.amqp_url, _check_pointer_exchange, settings.confirm_timeout),
+        shards = settings.coordinator_shards
+        super().__init__(BrokerSession(settings.amqp_url, lambda channel: topology.declare_for_producer(channel, (), shards),
+                                       settings.confirm_timeout),
                          signer or settings.pointer_signer(), topology.POINTER_EXCHANGE,
-                         topology.COORDINATOR_ROUTING_KEY, MAX_INTENTS_PER_BATCH, "intents")
+                         lambda intent: topology.coordinator_route(intent.object_id, shards), MAX_INTENTS_PER_BATCH,
+                         "intents")
 
     def _identity(self, item: Intent) -> str:
         return item.object_id
@@ -179,12 +178,13 @@ _upload_retrying = retry(
 )(_upload)
 
 
-def publish_pointer(broker: BrokerSession, signer: Signer, pointer: Pointer) -> None:
-    """One signed, confirmed publish that the broker fans out to the coordinator and every recipient."""
+def publish_pointer(broker: BrokerSession, signer: Signer, pointer: Pointer, shards: int = 1) -> None:
+    """One signed, confirmed publish that the broker fans out to the object's coordinator shard
+    and every recipient."""
     body = pointer.encode()
     broker.publish(
         topology.POINTER_EXCHANGE,
-        topology.COORDINATOR_ROUTING_KEY,
+        topology.coordinator_route(pointer.object_id, shards),
         body,
         message_id=pointer.object_id,
         headers={"CC": list(pointer.recipients), **signer.sign(body)},
@@ -234,7 +234,7 @@ class Producer:
         self._broker.close()
 
     def _declare(self, channel: BlockingChannel) -> None:
-        topology.declare_for_producer(channel, sorted(self._checked))
+        topology.declare_for_producer(channel, sorted(self._checked), self._settings.coordinator_shards)
 
     def send(self, data: Data, *, recipients: Sequence[str], job: str | None = None,
              content_type: str = "application/octet-stream", metadata: Mapping[str, str] | None = None) -> Pointer:
@@ -267,7 +267,7 @@ class Producer:
         if pointer is None:
             pointer = self._store(object_id, job, source, recipients, content_type, metadata)
         with metrics.PUBLISH_SECONDS.time():
-            publish_pointer(self._broker, self._signer, pointer)
+            publish_pointer(self._broker, self._signer, pointer, self._settings.coordinator_shards)
         metrics.PUBLISHED_OBJECTS.inc()
         metrics.PUBLISHED_BYTES.inc(pointer.payload_size)
         metrics.STORED_BYTES.inc(pointer.object_size or 0)
@@ -286,7 +286,8 @@ class Producer:
                 self._intents.confirm(intent)
             else:
                 body, message_id = _intent_message(intent)
-                self._broker.publish(topology.POINTER_EXCHANGE, topology.COORDINATOR_ROUTING_KEY, body,
+                self._broker.publish(topology.POINTER_EXCHANGE,
+                                     topology.coordinator_route(intent.object_id, self._settings.coordinator_shards), body,
                                      message_id=message_id, headers=self._signer.sign(body))
             announced.append(time.monotonic())
 
@@ -304,7 +305,8 @@ class Producer:
         if new:
             self._checked |= new
             try:
-                reconnecting(lambda: topology.declare_for_producer(self._broker.channel(), sorted(new)))()
+                # The shards' queues were checked on connecting (_declare): only the new groups' here.
+                reconnecting(lambda: topology.declare_for_producer(self._broker.channel(), sorted(new), shards=0))()
             except BaseException:
                 self._checked -= new
                 self._broker.close()

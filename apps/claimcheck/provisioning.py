@@ -77,9 +77,10 @@ class Management:
 
 
 def provision(amqp_url: str, management_url: str, recipients: list[str], users: list[BrokerUser],
-              confirm_timeout: float = 15.0) -> None:
-    """Declare the whole topology with the admin's ``amqp_url``, then create or update ``users``."""
-    session = BrokerSession(amqp_url, lambda channel: topology.declare(channel, recipients), confirm_timeout)
+              confirm_timeout: float = 15.0, shards: int = 1) -> None:
+    """Declare the whole topology (``shards`` coordinator shards) with the admin's ``amqp_url``,
+    then create or update ``users``."""
+    session = BrokerSession(amqp_url, lambda channel: topology.declare(channel, recipients, shards), confirm_timeout)
     try:
         reconnecting(session.channel)()
     finally:

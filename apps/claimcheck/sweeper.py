@@ -4,9 +4,11 @@ A producer that dies between upload and publish leaves an object in S3 that no r
 ever confirm. The sweeper removes such objects, and nothing a recipient may still need. An
 object is swept only when the ledger proves nobody can need it:
 
-- every message queued on the coordinator's pointer queue before the pass began has been
-  applied: the pass first sends a barrier through that queue and waits until a coordinator
-  applied it (a backlog older than the grace period therefore postpones the pass);
+- every message queued on the coordinator's pointer queues (one per shard) before the pass
+  began has been applied: the pass first sends a barrier through each and waits until the
+  shard's coordinator applied it (a backlog older than the grace period therefore postpones the
+  pass); a pointer queue has a single active consumer, so nothing queued before a barrier is
+  still held unapplied by another replica when the barrier is applied;
 - producers announce each upload with an intent on that same queue before storing a byte, so
   after the barrier the ledger knows every upload older than the grace period;
 - under the object's row lock, no pointer made it live, no ACK names it (an ACK means some
@@ -25,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 from claimcheck import metrics, store, topology
@@ -45,7 +48,14 @@ SweepBarrier = Callable[[], datetime | None]
 
 
 class PointerQueueBarrier:
-    """Sends a barrier through the coordinator's pointer queue and waits until it was applied."""
+    """Sends a barrier through every coordinator shard's pointer queue and waits until all were applied.
+
+    Every shard, not only those whose objects a pass may touch: an object's messages belong to
+    its own shard, but a component configured with another shard count would have sent them
+    elsewhere, and the pass must not act before those are applied either. That includes the
+    pointer queues of shards beyond the configured count that exist on the broker: nobody may be
+    applying them, and then the pass waits (postponed) instead of deleting what they announce.
+    """
 
     def __init__(self, settings: Settings, ledger: Ledger, stop: threading.Event | None = None,
                  timeout: float = 60.0) -> None:
@@ -55,18 +65,27 @@ class PointerQueueBarrier:
         self._timeout = timeout
 
     def __call__(self) -> datetime | None:
-        barrier = Barrier(nonce=uuid.uuid4().hex, created_at=now())
-        sent_at = self._ledger.now()  # before the publish: everything queued earlier is ahead of it
-        body = barrier.encode()
-        session = BrokerSession(self._settings.amqp_url, topology.declare_for_coordinator,
+        configured = self._settings.coordinator_shards
+        session = BrokerSession(self._settings.amqp_url, partial(topology.declare_for_coordinator, shards=configured),
                                 self._settings.confirm_timeout)
+        signer = self._settings.coordinator_signer()
         try:
-            session.publish(topology.POINTER_EXCHANGE, topology.COORDINATOR_ROUTING_KEY, body,
-                            message_id=f"barrier-{barrier.nonce}", headers=self._settings.coordinator_signer().sign(body))
+            shards = topology.existing_shards(session.channel(), configured)
+            if shards > configured:
+                log.warning("the broker has %d coordinator shards, CLAIMCHECK_COORDINATOR_SHARDS is %d: orphan sweeps "
+                            "also wait for the barriers of shards %d to %d, which only a coordinator of those shards "
+                            "applies (docs/scaling.md)", shards, configured, configured, shards - 1)
+            barriers = [Barrier(nonce=uuid.uuid4().hex, created_at=now()) for _ in range(shards)]
+            sent_at = self._ledger.now()  # before the publishes: everything queued earlier is ahead of them
+            for shard, barrier in enumerate(barriers):
+                body = barrier.encode()
+                session.publish(topology.POINTER_EXCHANGE, topology.coordinator_routing_key(shard), body,
+                                message_id=f"barrier-{barrier.nonce}", headers=signer.sign(body))
         finally:
             session.close()
         deadline = time.monotonic() + self._timeout
-        while not self._ledger.barrier_applied(barrier.nonce):
+        pending = [barrier.nonce for barrier in barriers]
+        while pending := [nonce for nonce in pending if not self._ledger.barrier_applied(nonce)]:
             if time.monotonic() >= deadline or self._stop.wait(0.2):
                 return None
         return sent_at
@@ -82,8 +101,8 @@ def sweep(s3: S3Client, ledger: Ledger, bucket: str, grace_seconds: float, barri
     passed = barrier()
     if passed is None:
         metrics.SWEEPS_POSTPONED.inc()
-        log.warning("orphan sweep postponed: no coordinator applied its barrier on %s in time (a backlog?)",
-                    topology.COORDINATOR_POINTER_QUEUE)
+        log.warning("orphan sweep postponed: the coordinators did not apply the barriers on their pointer queues "
+                    "in time (a backlog, or a shard without a coordinator?)")
         return 0
     cutoff = passed - timedelta(seconds=grace_seconds)
     swept = 0

@@ -5,12 +5,22 @@ recipient names in the ``CC`` header, so the broker fans it out atomically: one 
 coordinator's queue (which learns the recipient set from it) and one to each recipient's queue.
 Every queue is a quorum queue that dead-letters to ``claimcheck.dead`` after a bounded number
 of deliveries. docs/protocol.md draws the picture.
+
+**Shards.** The coordinator's side can be split into ``CLAIMCHECK_COORDINATOR_SHARDS`` shards
+(docs/scaling.md): an object belongs to shard :func:`shard_of` its id, and its intent, pointer
+copy and business ACKs travel through that shard's two queues. Shard 0 keeps the unsharded
+names, so one shard is exactly the topology above. Every coordinator queue has a single active
+consumer: one coordinator applies a shard's messages at a time, in queue order, and another
+replica takes over when it goes away.
 """
 
+import logging
 from collections.abc import Callable, Iterable
 
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
+
+log = logging.getLogger(__name__)
 
 POINTER_EXCHANGE = "claimcheck.pointers"
 ACK_EXCHANGE = "claimcheck.acks"
@@ -31,6 +41,53 @@ REASON_HEADER = "x-claimcheck-reason"
 SOURCE_HEADER = "x-claimcheck-source-queue"
 
 
+MAX_SHARDS = 256
+
+
+def shard_of(object_id: str, shards: int) -> int:
+    """The coordinator shard that owns an object: its id's first 32 bits modulo the shard count
+    (object ids are random, so shards fill evenly)."""
+    return int(object_id[:8], 16) % shards
+
+
+def _sharded(name: str, shard: int) -> str:
+    return name if shard == 0 else f"{name}.{shard}"
+
+
+def coordinator_routing_key(shard: int) -> str:
+    """Routing key of a shard's pointer-queue messages (intents, pointers, barriers)."""
+    return _sharded(COORDINATOR_ROUTING_KEY, shard)
+
+
+def coordinator_pointer_queue(shard: int) -> str:
+    return _sharded(COORDINATOR_POINTER_QUEUE, shard)
+
+
+def ack_routing_key(shard: int) -> str:
+    return _sharded(ACK_ROUTING_KEY, shard)
+
+
+def ack_queue(shard: int) -> str:
+    return _sharded(ACK_QUEUE, shard)
+
+
+def coordinator_route(object_id: str, shards: int) -> str:
+    """Routing key of an object's intent and pointer (the coordinator's copy) in ``shards`` shards."""
+    return coordinator_routing_key(shard_of(object_id, shards))
+
+
+def ack_route(object_id: str, shards: int) -> str:
+    """Routing key of the business ACKs of an object in ``shards`` shards."""
+    return ack_routing_key(shard_of(object_id, shards))
+
+
+def coordinator_queues(shards: Iterable[int]) -> list[tuple[str, str, str]]:
+    """(queue, exchange, routing key) of each of ``shards``' pointer and ACK queues."""
+    return [binding for shard in shards
+            for binding in ((coordinator_pointer_queue(shard), POINTER_EXCHANGE, coordinator_routing_key(shard)),
+                            (ack_queue(shard), ACK_EXCHANGE, ack_routing_key(shard)))]
+
+
 def recipient_queue(recipient: str) -> str:
     """The quorum queue that one recipient group's replicas share."""
     return f"claimcheck.pointers.{recipient}"
@@ -44,9 +101,14 @@ def _work_queue_arguments() -> dict[str, object]:
     }
 
 
-def declare(channel: BlockingChannel, recipients: Iterable[str] = ()) -> None:
-    """Declare the shared topology and the queues of ``recipients``; idempotent. An admin's job
-    (``claimcheck provision``): each role declares only what it owns (the functions below)."""
+def _coordinator_queue_arguments() -> dict[str, object]:
+    return {**_work_queue_arguments(), "x-single-active-consumer": True}
+
+
+def declare(channel: BlockingChannel, recipients: Iterable[str] = (), shards: int = 1) -> None:
+    """Declare the shared topology, ``shards`` coordinator shards and the queues of
+    ``recipients``; idempotent. An admin's job (``claimcheck provision``): each role declares
+    only what it owns (the functions below)."""
     channel.exchange_declare(POINTER_EXCHANGE, exchange_type="direct", durable=True)
     channel.exchange_declare(ACK_EXCHANGE, exchange_type="direct", durable=True)
     channel.exchange_declare(DEAD_EXCHANGE, exchange_type="fanout", durable=True)
@@ -54,14 +116,59 @@ def declare(channel: BlockingChannel, recipients: Iterable[str] = ()) -> None:
     channel.queue_declare(DEAD_LETTER_QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
     channel.queue_bind(DEAD_LETTER_QUEUE, DEAD_EXCHANGE)
 
-    work_queues = [
-        (COORDINATOR_POINTER_QUEUE, POINTER_EXCHANGE, COORDINATOR_ROUTING_KEY),
-        (ACK_QUEUE, ACK_EXCHANGE, ACK_ROUTING_KEY),
-    ]
-    work_queues += [(recipient_queue(name), POINTER_EXCHANGE, name) for name in recipients]
-    for queue, exchange, routing_key in work_queues:
-        channel.queue_declare(queue, durable=True, arguments=_work_queue_arguments())
+    _declare_coordinator_queues(channel, shards)
+    for name in recipients:
+        channel.queue_declare(recipient_queue(name), durable=True, arguments=_work_queue_arguments())
+        channel.queue_bind(recipient_queue(name), POINTER_EXCHANGE, routing_key=name)
+
+
+def _declare_coordinator_queues(channel: BlockingChannel, shards: int) -> None:
+    for queue, exchange, routing_key in coordinator_queues(range(shards)):
+        arguments = _coordinator_queue_arguments()
+        if queue in (COORDINATOR_POINTER_QUEUE, ACK_QUEUE) and _predates_single_active_consumer(channel, queue):
+            arguments = _work_queue_arguments()
+        channel.queue_declare(queue, durable=True, arguments=arguments)
         channel.queue_bind(queue, exchange, routing_key=routing_key)
+
+
+def existing_shards(channel: BlockingChannel, shards: int) -> int:
+    """How many coordinator shards the broker has: ``shards``, or more if pointer queues of
+    higher shards exist (left by a larger shard count, or used by a component configured so)."""
+    count = shards
+    while count < MAX_SHARDS and _queue_exists(channel, coordinator_pointer_queue(count)):
+        count += 1
+    return count
+
+
+def _queue_exists(channel: BlockingChannel, queue: str) -> bool:
+    probe = channel.connection.channel()  # a 404 closes the channel it answers on
+    try:
+        probe.queue_declare(queue, passive=True)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 404:
+            return False
+        raise
+    probe.close()
+    return True
+
+
+def _predates_single_active_consumer(channel: BlockingChannel, queue: str) -> bool:
+    """Whether shard 0's ``queue`` exists from a release before shards, without a single active
+    consumer. RabbitMQ cannot change a queue's arguments, and refusing to start would stop an
+    upgraded deployment; so it is used as it is, with a warning (docs/scaling.md, upgrading).
+    Asked on a channel of its own: the refusal that answers the question closes the channel."""
+    probe = channel.connection.channel()
+    try:
+        probe.queue_declare(queue, durable=True, arguments=_coordinator_queue_arguments())
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 406 and "x-single-active-consumer" in str(exc.reply_text):
+            log.warning("queue %s was declared before coordinator shards, without a single active consumer: "
+                        "every coordinator replica consumes it at once; drain and delete it to fix that "
+                        "(docs/scaling.md, upgrading)", queue)
+            return True
+        raise
+    probe.close()
+    return False
 
 
 # -- each role's share of the topology ------------------------------------------------------------
@@ -91,31 +198,40 @@ def _must_exist(passive_declare: Callable[[], object], missing: str) -> None:
         raise
 
 
-def declare_for_producer(channel: BlockingChannel, recipients: Iterable[str]) -> None:
-    """Check that the pointer exchange and every recipient's queue exist (a pointer whose
-    recipient has no queue would be routed to the others only, and never confirmed)."""
+def declare_for_producer(channel: BlockingChannel, recipients: Iterable[str], shards: int = 1) -> None:
+    """Check that the pointer exchange, every coordinator shard's queue and every recipient's
+    queue exist (a pointer whose recipient has no queue would be routed to the others only, and
+    never confirmed)."""
     _exchanges_exist(channel)
-    for queue, owner in [(COORDINATOR_POINTER_QUEUE, "the coordinator"),
-                         *((recipient_queue(name), f"recipient group {name!r}") for name in recipients)]:
+    _coordinator_shards_exist(channel, shards, coordinator_pointer_queue)
+    for name in recipients:
+        queue = recipient_queue(name)
         _must_exist(lambda: channel.queue_declare(queue, passive=True),  # noqa: B023 - called at once
-                    f"{owner} has no queue {queue!r}: provision it with `claimcheck provision --recipients ...`, "
-                    "or start the group's consumer, before producing")
+                    f"recipient group {name!r} has no queue {queue!r}: provision it with "
+                    "`claimcheck provision --recipients ...`, or start the group's consumer, before producing")
 
 
-def declare_for_recipient(channel: BlockingChannel, recipient: str) -> None:
-    """A recipient group's own queue and its binding."""
+def _coordinator_shards_exist(channel: BlockingChannel, shards: int, queue_of: Callable[[int], str]) -> None:
+    for shard in range(shards):
+        queue = queue_of(shard)
+        _must_exist(lambda: channel.queue_declare(queue, passive=True),  # noqa: B023 - called at once
+                    f"coordinator shard {shard} has no queue {queue!r}: CLAIMCHECK_COORDINATOR_SHARDS={shards} here; "
+                    "provision the broker with the same number of shards (`claimcheck provision`, make up)")
+
+
+def declare_for_recipient(channel: BlockingChannel, recipient: str, shards: int = 1) -> None:
+    """A recipient group's own queue and its binding, after checking that every coordinator
+    shard's ACK queue exists (an ACK for a shard without one would never be counted)."""
     _exchanges_exist(channel)
+    _coordinator_shards_exist(channel, shards, ack_queue)
     channel.queue_declare(recipient_queue(recipient), durable=True, arguments=_work_queue_arguments())
     channel.queue_bind(recipient_queue(recipient), POINTER_EXCHANGE, routing_key=recipient)
 
 
-def declare_for_coordinator(channel: BlockingChannel) -> None:
-    """The coordinator's two queues and their bindings."""
+def declare_for_coordinator(channel: BlockingChannel, shards: int = 1) -> None:
+    """The coordinator's two queues per shard and their bindings."""
     _exchanges_exist(channel)
-    for queue, exchange, routing_key in ((COORDINATOR_POINTER_QUEUE, POINTER_EXCHANGE, COORDINATOR_ROUTING_KEY),
-                                         (ACK_QUEUE, ACK_EXCHANGE, ACK_ROUTING_KEY)):
-        channel.queue_declare(queue, durable=True, arguments=_work_queue_arguments())
-        channel.queue_bind(queue, exchange, routing_key=routing_key)
+    _declare_coordinator_queues(channel, shards)
 
 
 # Broker permissions (configure, write, read regexes) of each role: exactly what the functions
@@ -125,10 +241,12 @@ def _names(*names: str) -> str:
 
 
 PRODUCER_PERMISSIONS = ("^$", _names(POINTER_EXCHANGE), "^$")
+# The coordinator's queues of every shard: the unsharded names, or with ".<shard>" after them.
+_COORDINATOR_QUEUES = _names(COORDINATOR_POINTER_QUEUE, ACK_QUEUE)[:-2] + ")(\\.[0-9]+)?$"
 COORDINATOR_PERMISSIONS = (
-    _names(COORDINATOR_POINTER_QUEUE, ACK_QUEUE),
-    _names(COORDINATOR_POINTER_QUEUE, ACK_QUEUE, POINTER_EXCHANGE, DEAD_EXCHANGE),  # binds, barriers, dead letters
-    _names(COORDINATOR_POINTER_QUEUE, ACK_QUEUE, POINTER_EXCHANGE, ACK_EXCHANGE),
+    _COORDINATOR_QUEUES,
+    f"{_COORDINATOR_QUEUES}|{_names(POINTER_EXCHANGE, DEAD_EXCHANGE)}",  # binds, barriers, dead letters
+    f"{_COORDINATOR_QUEUES}|{_names(POINTER_EXCHANGE, ACK_EXCHANGE)}",
 )
 
 

@@ -17,7 +17,7 @@ from .conftest import APP, APP_TEST_VALUES, ROOT, find, helm, one, render
 
 COMMON = {"CLAIMCHECK_AMQP_URL", "CLAIMCHECK_S3_ENDPOINT_URL", "CLAIMCHECK_S3_ACCESS_KEY_ID",
           "CLAIMCHECK_S3_SECRET_ACCESS_KEY", "CLAIMCHECK_S3_REGION", "CLAIMCHECK_S3_BUCKET",
-          "CLAIMCHECK_COORDINATOR_URL", "CLAIMCHECK_LOG_LEVEL"}
+          "CLAIMCHECK_COORDINATOR_URL", "CLAIMCHECK_COORDINATOR_SHARDS", "CLAIMCHECK_LOG_LEVEL"}
 # What each role's Secret holds (the interface of issue 12), and nothing more.
 ROLE_VARIABLES = {
     "claimcheck-producer": COMMON | {"CLAIMCHECK_POINTER_SIGNING_KEY", "CLAIMCHECK_LEDGER_SIGNING_KEY"},
@@ -30,7 +30,7 @@ ROLE_VARIABLES = {
     "claimcheck-operator": {"CLAIMCHECK_CONTROL_TOKEN"},
     "claimcheck-reader": {"CLAIMCHECK_DATABASE_URL", "CLAIMCHECK_LOG_LEVEL"},
     "claimcheck-provision": {"CLAIMCHECK_AMQP_URL", "CLAIMCHECK_MANAGEMENT_URL", "CLAIMCHECK_BROKER_USERS",
-                             "CLAIMCHECK_LOG_LEVEL"},
+                             "CLAIMCHECK_COORDINATOR_SHARDS", "CLAIMCHECK_LOG_LEVEL"},
 }
 
 
@@ -122,6 +122,9 @@ def test_coordinator_deployment(docs: list[dict[str, Any]]) -> None:
     (init,) = spec["initContainers"]
     assert init["command"] == ["claimcheck", "migrate"]
     assert init["envFrom"] == container["envFrom"]
+    assert container["env"] == [{"name": "CLAIMCHECK_COORDINATOR_SHARD_IDS", "value": "0"}]
+    # One shard keeps the selector installed releases have (a Deployment's selector is immutable).
+    assert "claimcheck.io/shard" not in deploy["spec"]["selector"]["matchLabels"]
     assert deploy["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     svc = one(docs, "Service", "claimcheck-coordinator")
     assert svc["spec"]["ports"][0]["port"] == 38080
@@ -237,11 +240,32 @@ def test_external_services_scenario_uses_given_endpoints() -> None:
     assert env["CLAIMCHECK_OPERATOR_IMAGE_PULL_SECRETS"] == "registry-pull"
 
 
-def test_scaled_scenario() -> None:
+def test_scaled_scenario_runs_a_deployment_per_shard_behind_one_service() -> None:
     docs = render(APP, APP / "ci" / "03-scaled-values.yaml")
-    coord = one(docs, "Deployment", "claimcheck-coordinator")
-    assert coord["spec"]["replicas"] == 4
-    assert "initContainers" not in coord["spec"]["template"]["spec"]
+    coordinators = [one(docs, "Deployment", f"claimcheck-coordinator-shard-{shard}") for shard in range(3)]
+    assert not find(docs, "Deployment", "claimcheck-coordinator")
+    selectors = []
+    for shard, coord in enumerate(coordinators):
+        assert coord["spec"]["replicas"] == 4  # one active consumer per shard queue, three standing by
+        pod = coord["spec"]["template"]
+        assert "initContainers" not in pod["spec"]
+        (container,) = pod["spec"]["containers"]
+        assert container["env"] == [{"name": "CLAIMCHECK_COORDINATOR_SHARD_IDS", "value": str(shard)}]
+        selector = coord["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= pod["metadata"]["labels"].items()
+        pdb = one(docs, "PodDisruptionBudget", f"claimcheck-coordinator-shard-{shard}")
+        assert pdb["spec"]["selector"]["matchLabels"] == selector
+        selectors.append(selector)
+    # No Deployment's selector matches another's pods; the Service reaches them all.
+    for shard, selector in enumerate(selectors):
+        for other, coord in enumerate(coordinators):
+            matches = selector.items() <= coord["spec"]["template"]["metadata"]["labels"].items()
+            assert matches == (shard == other)
+    service = one(docs, "Service", "claimcheck-coordinator")["spec"]["selector"]
+    assert all(service.items() <= coord["spec"]["template"]["metadata"]["labels"].items() for coord in coordinators)
+    shards = {base64.b64decode(one(docs, "Secret", name)["data"]["CLAIMCHECK_COORDINATOR_SHARDS"]).decode()
+              for name in ("claimcheck-coordinator", "claimcheck-producer")}
+    assert shards == {"3"}
     assert one(docs, "Deployment", "claimcheck-operator")["spec"]["replicas"] == 0
 
 

@@ -66,20 +66,25 @@ def test_standard_labels_and_stable_selectors(scenario_docs: list[dict[str, Any]
         elif d["kind"] == "PodDisruptionBudget":
             selector = d["spec"]["selector"]["matchLabels"]
         if selector is not None:
-            # Only labels that never change on upgrade: no version, no chart.
-            allowed = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"}
+            # Only labels that never change on upgrade: no version, no chart (a coordinator shard's
+            # number is fixed for its Deployment's life).
+            allowed = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",
+                       "claimcheck.io/shard"}
             if not set(selector) <= allowed or not {"app.kubernetes.io/name", "app.kubernetes.io/instance"} <= set(selector):
                 problems.append(f"{d['kind']}/{d['metadata']['name']}: selector {selector}")
     assert not problems, "\n".join(problems)
 
 
 def test_services_select_pods_of_one_component(scenario_docs: list[dict[str, Any]]) -> None:
-    """Each Service's selector matches exactly the pod template of one workload."""
+    """Each Service's selector matches the pod templates of one component: one workload, or the
+    coordinator's Deployments, one per shard."""
     templates = {f"{d['kind']}/{d['metadata']['name']}": d["spec"]["template"]["metadata"]["labels"]
                  for d in scenario_docs if d["kind"] in ("Deployment", "StatefulSet")}
     for svc in (d for d in scenario_docs if d["kind"] == "Service"):
         matches = [n for n, labels in templates.items() if svc["spec"]["selector"].items() <= labels.items()]
-        assert len(matches) == 1, f"Service {svc['metadata']['name']} selects {matches}"
+        components = {templates[n].get("app.kubernetes.io/component") for n in matches}
+        assert matches and len(components) == 1, f"Service {svc['metadata']['name']} selects {matches}"
+        assert len(matches) == 1 or components == {"coordinator"}, f"Service {svc['metadata']['name']} selects {matches}"
 
 
 def test_workloads_roll_on_config_or_secret_change(scenario_docs: list[dict[str, Any]]) -> None:

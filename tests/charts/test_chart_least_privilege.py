@@ -92,9 +92,11 @@ def test_restricted_check_is_not_vacuous() -> None:
 @pytest.mark.parametrize("scenario", APP_SCENARIOS, ids=scenario_id)
 def test_each_pod_mounts_only_its_roles_secret(scenario: tuple[Path, Path | None]) -> None:
     docs = render(*scenario)
-    expected = {"Deployment/claimcheck-coordinator": {"claimcheck-coordinator"},
-                "Deployment/claimcheck-operator": {"claimcheck-operator"},
-                "Job/claimcheck-provision": {"claimcheck-provision"}}
+    coordinators = [d for d in find(docs, "Deployment")
+                    if d["metadata"]["labels"]["app.kubernetes.io/component"] == "coordinator"]
+    assert coordinators
+    expected = {f"Deployment/{d['metadata']['name']}": {"claimcheck-coordinator"} for d in coordinators}
+    expected |= {"Deployment/claimcheck-operator": {"claimcheck-operator"}, "Job/claimcheck-provision": {"claimcheck-provision"}}
     config = operator_config(docs) if find(docs, "Deployment", "claimcheck-operator") else None
     if config:
         expected["operator-built Job/demo-producer"] = {"claimcheck-producer"}

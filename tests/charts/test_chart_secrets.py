@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from claimcheck.config import Settings
+
 from .conftest import APP, APP_TEST_VALUES, HELM, INFRA, NAMESPACE, find, helm, one, render
 from .fakekube import FakeKube
 
@@ -247,3 +249,19 @@ def test_notes_explain_how_to_reach_the_release(chart: Path, tmp_path: Path) -> 
     else:
         assert "claimcheckjob-example.yaml" in notes and "get ccj" in notes
         assert "WARNING: no S3 credentials" in notes
+
+
+def test_every_role_gets_the_coordinator_shard_count() -> None:
+    """Producers, consumers, coordinators and the provisioning hook must agree on the shards:
+    each role's Secret carries the one value, and it is one the application accepts."""
+    docs = render(APP, sets=("coordinator.shards=3",))
+    for name in [*APP_ROLE_SECRETS, "claimcheck-provision"]:
+        env = decoded(one(docs, "Secret", name))
+        if name not in ("claimcheck-reader", "claimcheck-operator"):
+            assert env["CLAIMCHECK_COORDINATOR_SHARDS"] == "3", name
+    shards = decoded(one(docs, "Secret", "claimcheck-coordinator"))["CLAIMCHECK_COORDINATOR_SHARDS"]
+    assert Settings.model_validate({"coordinator_shards": shards}).owned_shards() == [0, 1, 2]
+    for wrong in ("0", "257"):
+        result = helm("template", "claimcheck", str(APP), "--namespace", NAMESPACE, "-f", str(APP_TEST_VALUES),
+                      "--set", f"coordinator.shards={wrong}", check=False)
+        assert result.returncode != 0 and "shards" in result.stderr, result.stderr

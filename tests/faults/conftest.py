@@ -48,8 +48,9 @@ def scenario(
 ) -> Iterator[Scenario]:
     """A scenario's job and processes; afterwards every process is stopped, the stack restored
     (all nodes up, cluster of 3, HAProxy, PostgreSQL and S3 running) and the queues deleted."""
-    name = request.node.name.removeprefix("test_")
-    instance = Scenario(name, tmp_path, settings, ledger, s3)
+    shards: int = getattr(request, "param", 1)  # parametrized indirectly: SHARDED in test_faults
+    name = request.node.originalname.removeprefix("test_") + ("" if shards == 1 else f"-{shards}-shards")
+    instance = Scenario(name, tmp_path, settings, ledger, s3, shards)
     yield instance
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
     if failed:
@@ -60,7 +61,7 @@ def scenario(
         restarted = restore_stack()
         if restarted:
             print(f"{name}: teardown restarted {', '.join(restarted)}")
-        instance.delete_recipient_queues()
+        instance.delete_queues()
     for recovery in instance.recoveries:
         line = {**recovery, "passed": not failed}
         RECOVERIES.append(line)

@@ -37,8 +37,13 @@ COUNT = 600
 SIZE = "8KB"
 
 
+# Scenarios run a second time with two coordinator shards (docs/scaling.md): every guarantee
+# must hold with an object's messages in its own shard's queues.
+SHARDED = pytest.mark.parametrize("scenario", [1, 2], indirect=True, ids=["1-shard", "2-shards"])
+
+
 def in_use_queues(sc: Scenario) -> list[str]:
-    return [topology.COORDINATOR_POINTER_QUEUE, topology.ACK_QUEUE, *(topology.recipient_queue(r) for r in sc.recipients)]
+    return [*sc.coordinator_queues, *(topology.recipient_queue(r) for r in sc.recipients)]
 
 
 def inject(sc: Scenario, label: str, producer: Component, **notes: object) -> Fault:
@@ -98,6 +103,7 @@ def test_rmq_kill_node_and_restart(scenario: Scenario) -> None:
     finish(scenario, producer, [fault])
 
 
+@SHARDED
 def test_rmq_kill_quorum_leader_and_restart(scenario: Scenario) -> None:
     producer = scenario.start_all(COUNT, SIZE, rate=20)
     scenario.wait_flowing()
@@ -145,6 +151,7 @@ def test_rmq_rolling_restart(scenario: Scenario) -> None:
 # ----------------------------------------------------------------------- our processes --
 
 
+@SHARDED
 def test_coordinator_kill_and_restart(scenario: Scenario) -> None:
     producer = scenario.start_all(COUNT, SIZE, rate=20)
     scenario.wait_flowing()
@@ -152,8 +159,7 @@ def test_coordinator_kill_and_restart(scenario: Scenario) -> None:
     wait_until(lambda: scenario.ledger.states(scenario.job).get("deleted", 0) >= 20, 30, "the coordinator deleting")
     # The coordinator queues are shared: another coordinator on the stack (a concurrent test
     # session, a benchmark) would take over at once and hide this one's recovery.
-    queues = [topology.COORDINATOR_POINTER_QUEUE, topology.ACK_QUEUE]
-    others = max(queue_consumers(queues).values()) - 1
+    others = max(queue_consumers(scenario.coordinator_queues).values()) - 1
     fault = inject(scenario, "kill -9 coordinator", producer, other_coordinators=others)
     scenario.coordinator.kill()
     # The rest keeps working without it: pointers confirmed, payloads verified, ACKs queued.
@@ -211,6 +217,7 @@ def test_consumer_kill_mid_download_and_restart(scenario: Scenario) -> None:
     assert sum(by_consumer.values()) == count
 
 
+@SHARDED
 def test_producer_kill_between_upload_and_publish(scenario: Scenario) -> None:
     """A kill -9 mid-run can leave objects uploaded but never published: orphans. Every published
     object is handled; the orphans stay under the job's prefix until the sweeper, configured with
@@ -324,13 +331,14 @@ def hostile_messages() -> list[tuple[bytes, "_ArgumentMapping"]]:
     ]
 
 
+@SHARDED
 def test_hostile_burst_into_every_queue_during_a_run(scenario: Scenario) -> None:
     """Hundreds of such messages into the coordinator's queues and every recipient's queue while
     traffic flows: each one is dead-lettered, no process stops, the run completes untouched."""
     producer = scenario.start_all(COUNT, SIZE, rate=20)
     scenario.wait_flowing()
     fault = inject(scenario, "hostile burst into every queue", producer)
-    routes = [(topology.POINTER_EXCHANGE, topology.COORDINATOR_ROUTING_KEY), (topology.ACK_EXCHANGE, topology.ACK_ROUTING_KEY)]
+    routes = [(exchange, routing_key) for _, exchange, routing_key in topology.coordinator_queues(range(scenario.shards))]
     routes += [(topology.POINTER_EXCHANGE, recipient) for recipient in scenario.recipients]
     prefix = f"hostile-{uuid.uuid4().hex[:8]}"
     connection = pika.BlockingConnection(pika.URLParameters(scenario.settings.amqp_url))

@@ -269,6 +269,7 @@ and coordinator Secrets. Helm cannot derive a public key, so they are never gene
   "CLAIMCHECK_S3_REGION" (get $x "CLAIMCHECK_S3_REGION")
   "CLAIMCHECK_S3_BUCKET" (get $x "CLAIMCHECK_S3_BUCKET")
   "CLAIMCHECK_COORDINATOR_URL" (include "claimcheck.coordinator.url" .)
+  "CLAIMCHECK_COORDINATOR_SHARDS" (toString .Values.coordinator.shards)
   "CLAIMCHECK_LOG_LEVEL" $c.logLevel }}
 {{- $brokerUsers := list }}
 {{- /* producer */}}
@@ -326,6 +327,7 @@ and coordinator Secrets. Helm cannot derive a public key, so they are never gene
     "CLAIMCHECK_AMQP_URL" (get $x "CLAIMCHECK_AMQP_ADMIN_URL")
     "CLAIMCHECK_MANAGEMENT_URL" (get $x "CLAIMCHECK_MANAGEMENT_URL")
     "CLAIMCHECK_BROKER_USERS" (join "," $brokerUsers)
+    "CLAIMCHECK_COORDINATOR_SHARDS" (toString .Values.coordinator.shards)
     "CLAIMCHECK_LOG_LEVEL" $c.logLevel) }}
 {{- toYaml $out }}
 {{- end }}

@@ -22,8 +22,10 @@ from tests.testkit import free_port, wait_until
 class Scenario:
     """One scenario's job, recipient groups and processes (coordinator, consumers, producer)."""
 
-    def __init__(self, name: str, workdir: Path, settings: Settings, ledger: LedgerProbe, s3: Any) -> None:
+    def __init__(self, name: str, workdir: Path, settings: Settings, ledger: LedgerProbe, s3: Any,
+                 shards: int = 1) -> None:
         self.name = name
+        self.shards = shards  # coordinator shards of every component (the coordinator declares their queues)
         self.workdir = workdir
         self.settings = settings
         self.ledger = ledger
@@ -40,6 +42,7 @@ class Scenario:
             "CLAIMCHECK_LOG_FORMAT": "json",
             "CLAIMCHECK_COORDINATOR_URL": f"http://127.0.0.1:{self.coordinator_port}",
             "CLAIMCHECK_HTTP_PORT": str(self.coordinator_port),
+            "CLAIMCHECK_COORDINATOR_SHARDS": str(shards),
         }
         for variable in ("JOB", "COUNT", "MSG_SIZE", "RECIPIENT", "RECIPIENTS", "VERIFY"):
             self.env.pop(variable, None)
@@ -248,12 +251,18 @@ class Scenario:
         for component in reversed(self.components):
             component.stop()
 
-    def delete_recipient_queues(self) -> None:
+    @property
+    def coordinator_queues(self) -> list[str]:
+        """Every shard's pointer and ACK queue."""
+        return [queue for queue, _, _ in topology.coordinator_queues(range(self.shards))]
+
+    def delete_queues(self) -> None:
+        """The recipients' queues, and those of the shards beyond the stack's own shard 0."""
         connection = pika.BlockingConnection(parameters(self.settings.amqp_url))
         try:
             channel = connection.channel()
-            for name in self.recipients:
-                channel.queue_delete(topology.recipient_queue(name))
+            for queue in [*map(topology.recipient_queue, self.recipients), *self.coordinator_queues[2:]]:
+                channel.queue_delete(queue)
         finally:
             connection.close()
 
