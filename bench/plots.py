@@ -156,8 +156,14 @@ def plot_coordinator(coordinator: dict[str, Any], out: Path) -> str:
     fig, ax = plt.subplots(figsize=(7, 4))
     labels = ["coordinator\nACKs/s", "coordinator\nmessages/s", "baseline\nsingle-row upserts/s"]
     series = [[d["acks_per_s"] for d in drains], [d["messages_per_s"] for d in drains], [d["upserts_per_s"] for d in drains]]
+    colors = ["#2ca02c", "#98df8a", "#9467bd"]
+    sharded = coordinator.get("sharded")
+    if sharded:
+        labels.insert(1, f"{sharded['shards']} shards\nACKs/s")
+        series.insert(1, [d["acks_per_s"] for d in results.ok(sharded["drains"])])
+        colors.insert(1, "#1f77b4")
     meds = [statistics.median(s) if s else 0 for s in series]
-    ax.bar(labels, meds, color=["#2ca02c", "#98df8a", "#9467bd"],
+    ax.bar(labels, meds, color=colors,
            yerr=[[m - min(s) if s else 0 for m, s in zip(meds, series, strict=True)],
                  [max(s) - m if s else 0 for m, s in zip(meds, series, strict=True)]], capsize=4)
     ax.axhline(5000, color="grey", linestyle=":", label="goal 5,000 ACKs/s")
