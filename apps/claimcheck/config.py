@@ -12,7 +12,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from claimcheck import signing
@@ -200,23 +200,25 @@ class Settings(BaseSettings):
         """The configured recipient groups (empty: any)."""
         return frozenset(name.strip() for name in self.recipients.split(",") if name.strip())
 
-    @model_validator(mode="after")
-    def _shard_ids_exist(self) -> "Settings":
-        self.owned_shards()
-        return self
+    @field_validator("coordinator_shard_ids")
+    @classmethod
+    def _shard_ids_exist(cls, value: str, info: ValidationInfo) -> str:
+        shards = info.data.get("coordinator_shards")
+        if shards is not None and not all(part.isdigit() and int(part) < shards for part in _shard_ids(value)):
+            raise ValueError(f"{value!r}: shard numbers from 0 to {shards - 1} expected "
+                             f"(CLAIMCHECK_COORDINATOR_SHARDS={shards})")
+        return value
 
     def owned_shards(self) -> list[int]:
         """The shards this coordinator consumes (CLAIMCHECK_COORDINATOR_SHARD_IDS; all by default)."""
-        parts = [part.strip() for part in self.coordinator_shard_ids.split(",") if part.strip()]
-        if not parts:
-            return list(range(self.coordinator_shards))
-        if not all(part.isdigit() and int(part) < self.coordinator_shards for part in parts):
-            raise ValueError(f"CLAIMCHECK_COORDINATOR_SHARD_IDS={self.coordinator_shard_ids!r}: shard numbers "
-                             f"from 0 to {self.coordinator_shards - 1} (CLAIMCHECK_COORDINATOR_SHARDS) expected")
-        return sorted({int(part) for part in parts})
+        return sorted({int(part) for part in _shard_ids(self.coordinator_shard_ids)}) or list(range(self.coordinator_shards))
 
 
 @lru_cache(maxsize=1)
 def settings() -> Settings:
     """The process-wide settings, read once."""
     return Settings()
+
+
+def _shard_ids(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
