@@ -141,34 +141,42 @@ def existing_shards(channel: BlockingChannel, shards: int) -> int:
 
 
 def _queue_exists(channel: BlockingChannel, queue: str) -> bool:
-    probe = channel.connection.channel()  # a 404 closes the channel it answers on
-    try:
-        probe.queue_declare(queue, passive=True)
-    except pika.exceptions.ChannelClosedByBroker as exc:
-        if exc.reply_code == 404:
-            return False
-        raise
-    probe.close()
-    return True
+    """Whether ``queue`` exists; a 404 that does not say so (its node is down) counts as existing."""
+    refused = _refused_on_probe(channel, lambda probe: probe.queue_declare(queue, passive=True))
+    if refused is None or refused.reply_code == 404 and not _not_found(refused):
+        return True
+    if _not_found(refused):
+        return False
+    raise refused
 
 
 def _predates_single_active_consumer(channel: BlockingChannel, queue: str) -> bool:
     """Whether shard 0's ``queue`` exists from a release before shards, without a single active
     consumer. RabbitMQ cannot change a queue's arguments, and refusing to start would stop an
-    upgraded deployment; so it is used as it is, with a warning (docs/scaling.md, upgrading).
-    Asked on a channel of its own: the refusal that answers the question closes the channel."""
+    upgraded deployment; so it is used as it is, with a warning (docs/scaling.md, upgrading)."""
+    refused = _refused_on_probe(channel, lambda probe: probe.queue_declare(
+        queue, durable=True, arguments=_coordinator_queue_arguments()))
+    if refused is None:
+        return False
+    if refused.reply_code == 406 and "x-single-active-consumer" in str(refused.reply_text):
+        log.warning("queue %s was declared before coordinator shards, without a single active consumer: "
+                    "every coordinator replica consumes it at once; drain and delete it to fix that "
+                    "(docs/scaling.md, upgrading)", queue)
+        return True
+    raise refused
+
+
+def _refused_on_probe(channel: BlockingChannel, ask: Callable[[BlockingChannel], object]
+                      ) -> pika.exceptions.ChannelClosedByBroker | None:
+    """Ask the broker on a channel of its own (a refusal closes the channel it answers on, and
+    ``channel`` stays usable); the refusal, or None if there was none."""
     probe = channel.connection.channel()
     try:
-        probe.queue_declare(queue, durable=True, arguments=_coordinator_queue_arguments())
+        ask(probe)
     except pika.exceptions.ChannelClosedByBroker as exc:
-        if exc.reply_code == 406 and "x-single-active-consumer" in str(exc.reply_text):
-            log.warning("queue %s was declared before coordinator shards, without a single active consumer: "
-                        "every coordinator replica consumes it at once; drain and delete it to fix that "
-                        "(docs/scaling.md, upgrading)", queue)
-            return True
-        raise
+        return exc
     probe.close()
-    return False
+    return None
 
 
 # -- each role's share of the topology ------------------------------------------------------------
@@ -193,9 +201,16 @@ def _must_exist(passive_declare: Callable[[], object], missing: str) -> None:
     try:
         passive_declare()
     except pika.exceptions.ChannelClosedByBroker as exc:
-        if exc.reply_code == 404 and str(exc.reply_text).startswith(("NOT_FOUND - no queue", "NOT_FOUND - no exchange")):
+        if _not_found(exc):
             raise NotProvisioned(missing) from None
         raise
+
+
+def _not_found(refusal: pika.exceptions.ChannelClosedByBroker) -> bool:
+    """Whether a refused passive declare says the queue or exchange does not exist (a 404 may
+    also mean that its node is down)."""
+    return refusal.reply_code == 404 and str(refusal.reply_text).startswith(("NOT_FOUND - no queue",
+                                                                              "NOT_FOUND - no exchange"))
 
 
 def declare_for_producer(channel: BlockingChannel, recipients: Iterable[str], shards: int = 1) -> None:
