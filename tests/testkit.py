@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import REGISTRY
 from psycopg2 import extensions as pg
 
-from claimcheck import store, topology
+from claimcheck import metrics, store, topology
 from claimcheck.config import Settings
 from claimcheck.localstack.ports import HOST, LOCAL
 from claimcheck.localstack.ports import free_port as free_port  # re-exported for the suites
@@ -56,7 +56,11 @@ def wait_until(
 
 
 def counted(name: str, **labels: str) -> float:
-    """A counter's current value in this process's metrics registry (0 before its first increment)."""
+    """A counter's current value in this process's metrics registry (0 before its first increment).
+
+    Registers claimcheck's metrics first: importing the library registers none, and a test run
+    alone must not depend on an earlier test having served metrics."""
+    metrics.register()
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 

@@ -2,7 +2,9 @@
 
 It consumes two queues: its copy of every pointer (to learn each object's recipient set), with
 the producers' intents and the sweeper's barriers, and the business ACKs. Each read from the
-broker is applied to the ledger in one transaction and acknowledged only after that commit.
+broker is applied to the ledger in one transaction and acknowledged only after that commit;
+the transaction runs on a thread of its own (:mod:`claimcheck.ordered_worker`) while the next
+read is decoded and verified, and reads are applied and acknowledged in the order they came.
 Objects the ledger marks due are deleted by a separate deleter thread holding a lease, so a
 crash between the decision and the S3 delete is repaired by whichever coordinator picks the
 expired lease up. Several replicas may run at once.
@@ -37,6 +39,7 @@ from claimcheck.httpapi import Request, Response, Route, routes_for, serve
 from claimcheck.judgement import Applied, Message, Outcome
 from claimcheck.ledger import DeleteTask, Ledger
 from claimcheck.migrate import migrate
+from claimcheck.ordered_worker import OrderedWorker
 from claimcheck.protocol import (
     ACK_QUEUE_KINDS,
     JOB_PATTERN,
@@ -79,7 +82,8 @@ class Coordinator:
         self._lease_seconds = lease_seconds
         self._verifier = settings.coordinator_verifier()
         self._control_tokens = [token.encode() for token in settings.accepted_control_tokens()]
-        self._ledger = Ledger(settings.database_url, "claimcheck-coordinator")
+        self._ledger = Ledger(settings.database_url, "claimcheck-coordinator")  # the applier thread's
+        self._gate_ledger = Ledger(settings.database_url, "claimcheck-coordinator-gate")
         declare = partial(topology.declare_for_coordinator, shards=settings.coordinator_shards)
         self._publisher = BrokerSession(settings.amqp_url, declare, settings.confirm_timeout)
         shards = settings.owned_shards()
@@ -95,6 +99,7 @@ class Coordinator:
         )
         self._prefetch = prefetch
         self._batch: list[tuple[Delivery, Message]] = []
+        self._applier: OrderedWorker[list[tuple[Delivery, Message]], list[Applied | Exception]] | None = None
         self._due = threading.Event()
         self._http_ledgers = LedgerPool(settings.database_url, HTTP_LEDGER_CONNECTIONS, "claimcheck-coordinator-http")
         self._deleter: threading.Thread | None = None
@@ -110,16 +115,20 @@ class Coordinator:
         self._deleter = threading.Thread(target=self._delete_loop, args=(stop,), name="deleter", daemon=True)
         self._deleter.start()
         threading.Thread(target=self._sweep_loop, args=(stop,), name="sweeper", daemon=True).start()
+        self._applier = OrderedWorker(self._apply_each_alone_if_needed, self._settle, self._loop.call_threadsafe,
+                                      name="ledger-applier")
         log.info("coordinator %s started", self.owner)
         try:
             self._loop.run(stop)
         finally:
             stop.set()  # the loop may have ended on a refusal: the deleter and sweeper stop with it
+            self._applier.close()
             self._deleter.join(timeout=10)
             if server is not None:
                 server.shutdown()
             self._publisher.close()
             self._ledger.close()
+            self._gate_ledger.close()
             self._http_ledgers.close()
 
     # -- count -----------------------------------------------------------------------------
@@ -145,19 +154,29 @@ class Coordinator:
             self._flush()
 
     def _flush(self) -> None:
-        """Apply the buffered messages in one transaction, then ack or dead-letter each delivery.
+        """Hand the buffered messages to the applier thread, which applies them in one
+        transaction; :meth:`_settle` then acks or dead-letters each delivery.
 
         Broker acks follow the commit, so a crash in between only causes redeliveries, which
-        the ledger absorbs. A delivery that carried several ACKs or intents is dead-lettered
-        (once) if any of them was refused; the others stay applied, and applying them again is
-        harmless.
+        the ledger absorbs. Raises the applier's :class:`DependencyDown` (the ledger is gone),
+        so the loop drops the connection and waits for the ledger.
         """
+        assert self._applier is not None
         # Deliveries from a connection that died meanwhile are redelivered; leave them to that.
         batch, self._batch = [(d, m) for d, m in self._batch if d.channel.is_open], []
-        if not batch:
-            return
+        if batch:
+            self._applier.submit(batch)
+        else:
+            self._applier.raise_failure()
+
+    def _settle(self, batch: list[tuple[Delivery, Message]], outcomes: list[Applied | Exception]) -> None:
+        """On the connection's thread, once ``batch`` is committed: count, then ack or dead-letter.
+
+        A delivery that carried several ACKs or intents is dead-lettered (once) if any of them
+        was refused; the others stay applied, and applying them again is harmless.
+        """
         refusals: dict[int, tuple[str, str]] = {}  # id(delivery) -> the first refusal of its messages
-        for (delivery, message), applied in zip(batch, self._apply_each_alone_if_needed(batch), strict=True):
+        for (delivery, message), applied in zip(batch, outcomes, strict=True):
             if isinstance(applied, Exception):
                 refusals.setdefault(id(delivery), ("internal", brief(repr(applied), 300)))
                 continue
@@ -226,10 +245,11 @@ class Coordinator:
 
     def _ledger_down(self) -> str | None:
         try:
-            self._ledger.ping()
+            self._gate_ledger.ping()
         except DB_ERRORS as exc:
-            self._ledger.close()
             return f"ledger unreachable: {exc}".strip()
+        finally:  # asked only before (re)connecting: no connection held idle in between
+            self._gate_ledger.close()
         return None
 
     def _reject(self, delivery: Delivery, reason: str, detail: str) -> None:
