@@ -428,8 +428,9 @@ def _coordinator_section(coordinator: dict[str, Any], plots: Path) -> list[str]:
              "taken from the ledger (first `objects.first_seen_at` to last `acks.acked_at`). Baseline: the same number of "
              "single-row `INSERT ... ON CONFLICT DO UPDATE` upserts into a copy of the `acks` table, one transaction each, "
              "one connection. The coordinator beats it by batching: it applies everything one read from the broker brought "
-             "(up to its prefetch of 1,000 per queue) in one transaction with a fixed number of statements, settles the batch "
-             "with one multiple-ack, and deletes up to 1,000 objects per S3 `DeleteObjects` request (docs/protocol.md). "
+             "(up to its prefetch of 1,000 per queue) in one transaction with a fixed number of statements, on a thread of "
+             "its own while the next read is decoded and verified, settles the batch with one multiple-ack, and deletes "
+             "up to 1,000 objects per S3 `DeleteObjects` request (docs/protocol.md). "
              "Its limit, measured right after in the same repetition: the same broker messages put back once more and "
              "drained by a bare pika consumer that only acknowledges (prefetch 1,000, one multiple-ack per 100). The "
              "queues hold intents, pointers and ACK messages; consumers batch ACKs (`ack_batch`), so there are fewer ACK "
@@ -668,8 +669,9 @@ def _method_section(results: dict[str, Any]) -> list[str]:
         "Choices in the product made from these measurements and the profiles above (the commit messages carry the "
         "before and after of each):",
         "",
-        "- coordinator: a batch per broker read applied in one transaction with a fixed number of statements, one "
-        "multiple-ack per batch, deletes batched into `DeleteObjects`, prefetch 1,000;",
+        "- coordinator: a batch per broker read applied in one transaction with a fixed number of statements, on an "
+        "applier thread while the next batch is decoded and verified (the consuming thread had waited for PostgreSQL "
+        "about a third of a drain), one multiple-ack per batch, deletes batched into `DeleteObjects`, prefetch 1,000;",
         "- consumers: workers hand their business ACKs to one publishing thread and go on with the next pointer; "
         "the ACKs that wait (the first up to 5 ms) travel as one signed `ack_batch`; prefetch four times the workers;",
         "- producer runs: the upload threads' intents travel together (`intent_batch`, one publishing thread);",

@@ -14,7 +14,7 @@ Importing it registers no Prometheus metrics (see :func:`register_metrics`) and 
 The data path, one module per step:
 send (producer, sources, payload) -> store (store) -> publish (publisher, group_commit) -> consume (consumer, amqp_loop)
 -> verify (store.open_verified) -> ack (consumer, ack_batcher) -> settle the pointer (settlement)
--> count (ledger, judgement) -> delete (coordinator).
+-> count (ledger, judgement; coordinator and ordered_worker apply them) -> delete (coordinator).
 
 Around it: protocol and signing (the messages and who may sign them), topology (queues and
 exchanges), deadletter (setting a message aside with a reason), config (settings), runtime,

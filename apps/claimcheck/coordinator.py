@@ -173,10 +173,19 @@ class Coordinator:
         """On the connection's thread, once ``batch`` is committed: count, then ack or dead-letter.
 
         A delivery that carried several ACKs or intents is dead-lettered (once) if any of them
-        was refused; the others stay applied, and applying them again is harmless.
+        was refused; the others stay applied, and applying them again is harmless. Deliveries
+        of a connection that died while they were applied are left alone: the broker redelivers
+        them (with single active consumer, maybe to a standby replica), and that application
+        counts, refuses and dead-letters them, so nothing is counted or dead-lettered twice.
         """
         refusals: dict[int, tuple[str, str]] = {}  # id(delivery) -> the first refusal of its messages
         for (delivery, message), applied in zip(batch, outcomes, strict=True):
+            if isinstance(applied, Applied) and applied.delete_decided and not isinstance(message, Barrier):
+                log.debug("object %s of job %s is due for deletion (%s)", message.object_id, message.job,
+                          applied.outcome.value, extra={"object_id": message.object_id, "job": message.job})
+                self._due.set()  # committed either way: the deleter need not wait for its next look
+            if not delivery.channel.is_open:
+                continue
             if isinstance(applied, Exception):
                 refusals.setdefault(id(delivery), ("internal", brief(repr(applied), 300)))
                 continue
@@ -186,13 +195,10 @@ class Coordinator:
             if applied.outcome in REJECTED:
                 detail = applied.detail if isinstance(message, Barrier) else f"object {message.object_id}: {applied.detail}"
                 refusals.setdefault(id(delivery), (REJECTED[applied.outcome], detail))
-                continue
-            if applied.delete_decided and not isinstance(message, Barrier):
-                log.debug("object %s of job %s is due for deletion (%s)", message.object_id, message.job,
-                          applied.outcome.value, extra={"object_id": message.object_id, "job": message.job})
-                self._due.set()
         counted: list[Delivery] = []
         for delivery in {id(delivery): delivery for delivery, _ in batch}.values():  # each delivery once, in order
+            if not delivery.channel.is_open:
+                continue
             if id(delivery) in refusals:
                 self._reject(delivery, *refusals[id(delivery)])
             else:

@@ -7,11 +7,13 @@ import http.client
 import socket
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pika
 import psycopg2
 
 from claimcheck import store, topology
@@ -24,7 +26,7 @@ from claimcheck.producer import publish_pointer
 from claimcheck.protocol import Pointer, object_key
 from claimcheck.publisher import BrokerSession
 from tests.integration.integration_helpers import DeadLetters, LocalKeys, Running, ack_for, free_port, unique, wait_until
-from tests.testkit import counted, reachable, temporary_database, temporary_vhost
+from tests.testkit import counted, management, reachable, temporary_database, temporary_vhost
 
 
 def readiness(coordinator: Coordinator) -> str | None:
@@ -218,3 +220,73 @@ def test_a_pointer_redelivered_after_its_object_was_deleted_is_settled_quietly(
         assert consumer.stats.dead_lettered == 0
     finally:
         running.stop()
+
+
+def test_a_batch_whose_connection_died_while_it_was_applied_is_dead_lettered_once(
+    settings: Settings, stored: Callable[..., Pointer], keyring: LocalKeys,
+) -> None:
+    """The ledger transaction runs on the applier thread while the connection's thread reads on.
+    If the connection dies meanwhile, the broker redelivers the batch and its second application
+    settles it; the first, stale one must neither count it nor dead-letter it a second time."""
+    with temporary_vhost(settings.amqp_url) as url, temporary_database(settings.database_url) as dsn:
+        own = settings.model_copy(update={"amqp_url": url, "database_url": dsn})
+        vhost = url.rsplit("/", 1)[1]
+        (billing,) = [unique("billing")]
+        publisher = BrokerSession(url, lambda channel: topology.declare(channel, [billing]))
+        running = Running("coordinator", Coordinator(own).run)
+        holder = psycopg2.connect(dsn)
+        try:
+            pointer = stored([billing])
+            publish_pointer(publisher, keyring.pointer, pointer)
+            wait_until(lambda: execute(dsn, "SELECT state FROM objects WHERE object_id = %s", pointer.object_id)
+                       == [("pending",)], 30, "the pointer recorded")
+
+            def consuming_connection() -> str | None:
+                consumers = management("GET", f"/consumers/{vhost}") or []
+                names = [c["channel_details"]["connection_name"] for c in consumers
+                         if c["queue"]["name"] == topology.ack_queue(0)]
+                return names[0] if names else None
+
+            first = wait_until(consuming_connection, 30, "the coordinator consuming its ACK queue")
+            # Hold the object's row, so the coordinator's transaction for the next ACK waits on it.
+            with holder.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM objects WHERE object_id = %s FOR UPDATE", (pointer.object_id,))
+            wrong = ack_for(pointer, billing, sha256="b" * 64).encode()
+            publisher.publish(topology.ACK_EXCHANGE, topology.ack_route(pointer.object_id, 1), wrong,
+                              message_id="stale-batch", headers=keyring.ack(billing).sign(wrong))
+            wait_until(lambda: execute(settings.database_url, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                                       "AND wait_event_type = 'Lock'", urllib.parse.urlsplit(dsn).path.lstrip("/")) == [(1,)], 30,
+                       "the coordinator's transaction waiting for the row")
+            management("DELETE", f"/connections/{urllib.parse.quote(first, safe='')}")
+            wait_until(lambda: (name := consuming_connection()) is not None and name != first, 60,
+                       "the coordinator consuming again on a new connection (the ACK redelivered)")
+            holder.rollback()  # both applications of the wrong ACK go ahead, the stale one first
+            # A marker behind it: once the object is deleted, every earlier delivery was settled.
+            right = ack_for(pointer, billing).encode()
+            publisher.publish(topology.ACK_EXCHANGE, topology.ack_route(pointer.object_id, 1), right,
+                              message_id="marker", headers=keyring.ack(billing).sign(right))
+            wait_until(lambda: execute(dsn, "SELECT state FROM objects WHERE object_id = %s", pointer.object_id)
+                       == [("deleted",)], 60, "the object confirmed and deleted")
+            reasons = dead_letter_reasons(url, "stale-batch")
+            assert len(reasons) == 1, f"the wrong ACK was dead-lettered {len(reasons)} times: {reasons}"
+            assert reasons[0].startswith("mismatch: "), reasons
+        finally:
+            holder.close()
+            running.stop()
+            publisher.close()
+
+
+def dead_letter_reasons(amqp_url: str, message_id: str) -> list[str]:
+    """The reason of every dead letter of ``message_id`` in the vhost (taking them off the queue)."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    reasons: list[str] = []
+    try:
+        channel = connection.channel()
+        while True:
+            method, properties, _ = channel.basic_get(topology.DEAD_LETTER_QUEUE, auto_ack=True)
+            if method is None or properties is None:
+                return reasons
+            if properties.message_id == message_id:
+                reasons.append(str((properties.headers or {}).get(topology.REASON_HEADER)))
+    finally:
+        connection.close()
