@@ -128,7 +128,6 @@ class Coordinator:
                 server.shutdown()
             self._publisher.close()
             self._ledger.close()
-            self._gate_ledger.close()
             self._http_ledgers.close()
 
     # -- count -----------------------------------------------------------------------------

@@ -143,10 +143,12 @@ def existing_shards(channel: BlockingChannel, shards: int) -> int:
 def _queue_exists(channel: BlockingChannel, queue: str) -> bool:
     """Whether ``queue`` exists; a 404 that does not say so (its node is down) counts as existing."""
     refused = _refused_on_probe(channel, lambda probe: probe.queue_declare(queue, passive=True))
-    if refused is None or refused.reply_code == 404 and not _not_found(refused):
+    if refused is None:
         return True
     if _not_found(refused):
         return False
+    if refused.reply_code == 404:  # not "no queue": the queue's node is down
+        return True
     raise refused
 
 

@@ -1,6 +1,7 @@
 """Shared helpers of the integration tests: waiting with deadlines, running components in
 threads, reading the dead-letter queue, and raw publishing for protocol-level tests."""
 
+import collections
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -62,6 +63,7 @@ class DeadLetters:
         self._url = amqp_url
         self.seen: dict[str, tuple[dict[str, Any], bytes]] = {}
         self.reasons: dict[tuple[str, str], str] = {}  # (message id, source queue) -> reason
+        self.times: collections.Counter[str] = collections.Counter()  # message id -> dead letters of it
 
     def drain(self) -> None:
         connection = pika.BlockingConnection(parameters(self._url))
@@ -74,6 +76,7 @@ class DeadLetters:
                     return  # the queue is empty
                 headers, message_id = dict(properties.headers or {}), str(properties.message_id)
                 self.seen[message_id] = (headers, body)
+                self.times[message_id] += 1
                 source = str(headers.get(topology.SOURCE_HEADER, ""))
                 self.reasons[(message_id, source)] = str(headers.get(topology.REASON_HEADER, ""))
         finally:

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import pika
 import psycopg2
 
 from claimcheck import store, topology
@@ -271,26 +270,13 @@ def test_a_batch_whose_connection_died_while_it_was_applied_is_dead_lettered_onc
                               message_id="marker", headers=keyring.ack(billing).sign(right))
             wait_until(lambda: execute(dsn, "SELECT state FROM objects WHERE object_id = %s", pointer.object_id)
                        == [("deleted",)], 60, "the object confirmed and deleted")
-            reasons = dead_letter_reasons(url, "stale-batch")
-            assert len(reasons) == 1, f"the wrong ACK was dead-lettered {len(reasons)} times: {reasons}"
-            assert reasons[0].startswith("mismatch: "), reasons
+            dead_letters = DeadLetters(url)
+            dead_letters.drain()
+            times = dead_letters.times["stale-batch"]
+            assert times == 1, f"the wrong ACK was dead-lettered {times} times"
+            reason = dead_letters.reasons[("stale-batch", topology.ack_queue(0))]
+            assert reason.startswith("mismatch: "), reason
         finally:
             holder.close()
             running.stop()
             publisher.close()
-
-
-def dead_letter_reasons(amqp_url: str, message_id: str) -> list[str]:
-    """The reason of every dead letter of ``message_id`` in the vhost (taking them off the queue)."""
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    reasons: list[str] = []
-    try:
-        channel = connection.channel()
-        while True:
-            method, properties, _ = channel.basic_get(topology.DEAD_LETTER_QUEUE, auto_ack=True)
-            if method is None or properties is None:
-                return reasons
-            if properties.message_id == message_id:
-                reasons.append(str((properties.headers or {}).get(topology.REASON_HEADER)))
-    finally:
-        connection.close()
