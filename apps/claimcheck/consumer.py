@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import IO, NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -31,9 +32,9 @@ from claimcheck.config import Settings
 from claimcheck.coordinator_client import fetch_object, fetch_progress
 from claimcheck.deadletter import dead_letter
 from claimcheck.httpapi import routes_for, serve
-from claimcheck.protocol import InvalidMessage, Pointer, brief, check_envelope
+from claimcheck.protocol import RECIPIENT_QUEUE_KINDS, InvalidMessage, Pointer, PointerBatch, brief, check_envelope
 from claimcheck.publisher import RETRYABLE, BrokerRefused, BrokerSession
-from claimcheck.settlement import AckNotPublished, Action, AlreadySettled, settle
+from claimcheck.settlement import AckNotPublished, Action, AlreadySettled, Settlement, combine, settle
 from claimcheck.signing import decode_signed
 
 log = logging.getLogger(__name__)
@@ -129,25 +130,41 @@ class RecipientConsumer:
         return self._storage_down() or (None if self._loop.connected.is_set() else "not consuming from the broker")
 
     def _on_pointer(self, delivery: Delivery) -> None:
-        metrics.RECEIVED.labels(self._recipient).inc()
+        received = metrics.RECEIVED.labels(self._recipient)
         try:
-            pointer = decode_signed(self._verifier, delivery.body, delivery.properties.headers, Pointer,
+            message = decode_signed(self._verifier, delivery.body, delivery.properties.headers, *RECIPIENT_QUEUE_KINDS,
                                     bucket=self._settings.s3_bucket, key_prefix=self._settings.s3_key_prefix)
         except InvalidMessage as exc:
+            received.inc()
             self._reject(delivery, exc.category, exc.reason)
             return
         except Exception as exc:  # whatever a message does, it is set aside alone
+            received.inc()
             log.exception("judging a pointer failed")
             self._reject(delivery, "internal", brief(repr(exc), 300))
             return
-        if self._recipient not in pointer.recipients:
+        pointers = message.each() if isinstance(message, PointerBatch) else [message]
+        received.inc(len(pointers))  # each pointer a batch carried; a message that is none counts once
+        if self._recipient not in message.recipients:
             self._reject(delivery, "foreign_recipient", f"pointer does not name recipient {self._recipient!r}")
             return
-        processed = self._workers.submit(self._verify_and_process, pointer)
-        processed.add_done_callback(lambda done: self._send_ack(delivery, pointer, done))
+        parts = _Parts(delivery, len(pointers))
+        # A batch comes back whole when one of its objects must be tried again: the others were
+        # most likely confirmed already, and are not processed a second time if the ledger says so.
+        recheck = len(pointers) > 1 and (delivery.redelivered or delivery.delivery_count > 0)
+        for pointer in pointers:
+            processed = self._workers.submit(self._verify_and_process, pointer, recheck)
+            processed.add_done_callback(partial(self._send_ack, parts, pointer))
 
-    def _verify_and_process(self, pointer: Pointer) -> None:
-        """On a worker: verify (downloading a stored payload), then run the hook."""
+    def _verify_and_process(self, pointer: Pointer, recheck: bool = False) -> None:
+        """On a worker: verify (downloading a stored payload), then run the hook; with ``recheck``,
+        first ask the coordinator whether this group's confirmation of the object was counted
+        (:class:`AlreadySettled` if so; processed as usual if it cannot be asked)."""
+        if recheck:
+            status = fetch_object(self._settings.coordinator_url, pointer.object_id)
+            if status is not None and self._recipient in status.get("confirmed_by", []):
+                raise AlreadySettled(f"object {pointer.object_id} of a redelivered batch: {self._recipient} "
+                                     "confirmed it before")
         started = time.monotonic()
         try:
             payload = store.open_verified(self._s3, pointer, self._storage)
@@ -159,23 +176,31 @@ class RecipientConsumer:
             with metrics.PROCESSING_SECONDS.labels(self._recipient).time():
                 self._hook(pointer, payload)
 
-    def _send_ack(self, delivery: Delivery, pointer: Pointer, processed: "Future[None]") -> None:
-        """Once the worker is done: hand the business ACK over and settle the pointer when it was
-        confirmed (see ack_batcher). The worker does not wait for the ACK: it takes the next
-        pointer while ACKs travel together. A cancelled worker (the replica is stopping) leaves
-        the pointer unsettled, for the broker to deliver again."""
+    def _send_ack(self, parts: "_Parts", pointer: Pointer, processed: "Future[None]") -> None:
+        """Once the worker is done: once every object of the delivery was processed, hand their
+        business ACKs over together (one message, see ack_batcher) and settle each when it was
+        confirmed. The worker does not wait for the ACK: it takes the next pointer while ACKs
+        travel together. A cancelled worker (the replica is stopping) leaves the delivery
+        unsettled, for the broker to deliver again."""
         if processed.cancelled():
             return
         error = processed.exception()
         if error is not None:
-            self._settle_later(delivery, pointer, error)
+            self._settle_later(parts, pointer, error)
+        done = parts.processed(None if error is not None else pointer)
+        if not done:
             return
         try:
-            sent = self._acks.submit(pointer)
+            sent = self._acks.submit_all(done)
         except Exception as exc:  # noqa: BLE001 - the ACK publisher closed: settled like a failed ACK
-            self._settle_later(delivery, pointer, self._ack_error(pointer, exc))
+            for each in done:
+                self._settle_later(parts, each, self._ack_error(each, exc))
             return
-        sent.add_done_callback(lambda done: self._settle_later(delivery, pointer, self._ack_error(pointer, done.exception())))
+        for each, confirmed in zip(done, sent, strict=True):
+            confirmed.add_done_callback(partial(self._ack_confirmed, parts, each))
+
+    def _ack_confirmed(self, parts: "_Parts", pointer: Pointer, confirmed: "Future[None]") -> None:
+        self._settle_later(parts, pointer, self._ack_error(pointer, confirmed.exception()))
 
     @staticmethod
     def _ack_error(pointer: Pointer, error: BaseException | None) -> BaseException | None:
@@ -184,8 +209,8 @@ class RecipientConsumer:
         # The publisher already retried; the pointer goes back.
         return AckNotPublished(f"business ACK for object {pointer.object_id} not confirmed: {error}")
 
-    def _settle_later(self, delivery: Delivery, pointer: Pointer, error: BaseException | None) -> None:
-        self._loop.call_threadsafe(lambda: self._finish(delivery, pointer, error))
+    def _settle_later(self, parts: "_Parts", pointer: Pointer, error: BaseException | None) -> None:
+        self._loop.call_threadsafe(lambda: self._finish(parts, pointer, error))
 
     def _explain_missing(self, pointer: Pointer, missing: store.ObjectMissing) -> NoReturn:
         """Raise :class:`AlreadySettled` if the ledger is done with the object, else ``missing`` again.
@@ -204,56 +229,100 @@ class RecipientConsumer:
             raise AlreadySettled(f"object {pointer.object_id} was deleted: {why}")
         raise missing
 
-    def _finish(self, delivery: Delivery, pointer: Pointer, error: BaseException | None) -> None:
+    def _finish(self, parts: "_Parts", pointer: Pointer, error: BaseException | None) -> None:
         """On the connection thread: settle the pointer according to what its worker and its ACK did."""
         try:
-            self._settle(delivery, pointer, error)
+            self._settle(parts, pointer, error)
         except DependencyDown:
             raise
-        except Exception as exc:  # a pointer that cannot be settled is set aside alone
+        except Exception as exc:  # a delivery that cannot be settled is set aside alone
             if not isinstance(exc, (*RETRYABLE, BrokerRefused)):
                 log.exception("settling object %s failed", pointer.object_id)
-                self._reject(delivery, "internal", brief(repr(exc), 300))
+                if not parts.settled:
+                    parts.settled = True
+                    self._reject(parts.delivery, "internal", brief(repr(exc), 300))
             else:
                 raise
 
-    def _settle(self, delivery: Delivery, pointer: Pointer, error: BaseException | None) -> None:
-        """Carry out what :func:`settlement.settle` decided for the delivery."""
+    def _settle(self, parts: "_Parts", pointer: Pointer, error: BaseException | None) -> None:
+        """Decide the object with :func:`settlement.settle`; once every object the delivery carried
+        is decided, carry out what :func:`settlement.combine` makes of their decisions, then count them."""
+        delivery = parts.delivery
         decided = settle(error, delivery.delivery_count, pointer.object_id)
+        if parts.settled:  # a stop or a failure settled the delivery already
+            self._account(pointer, decided)
+            return
+        if decided.stop is not None:
+            parts.settled = True
+            delivery.requeue()
+            self._account(pointer, decided)
+            raise decided.stop  # on the connection's thread: the loop stops (or pauses) with this one-line cause
+        parts.decided.append((pointer, decided))
+        if len(parts.decided) < parts.count:
+            return
+        parts.settled = True
+        whole = combine([each for _, each in parts.decided])
+        if whole.action is Action.DEAD_LETTER:
+            self._reject(delivery, whole.reason, whole.detail)
+        elif whole.action is Action.RETRY:
+            delivery.requeue()
+        else:
+            delivery.ack()
+        for each_pointer, each in parts.decided:
+            self._account(each_pointer, each)
+
+    def _account(self, pointer: Pointer, decided: Settlement) -> None:
+        """Count and log what became of one object."""
+        where = {"object_id": pointer.object_id, "job": pointer.job, "recipient": self._recipient}
         if decided.action is Action.ACKNOWLEDGE:
-            self._acknowledge(delivery, pointer)
+            self.stats.verified += 1
+            self.stats.verified_by_job[pointer.job] = self.stats.verified_by_job.get(pointer.job, 0) + 1
+            self.stats.acked += 1
+            log.info("verified and acked object %s of job %s", pointer.object_id, pointer.job, extra=where)
         elif decided.action is Action.DEAD_LETTER:
             if decided.reason == "integrity":
                 metrics.CHECKSUM_FAILURES.labels(self._recipient).inc()
-            self._reject(delivery, decided.reason, decided.detail)
-        else:
-            if decided.detail:
-                log.log(logging.INFO if decided.action is Action.ALREADY_SETTLED else logging.WARNING, "%s", decided.detail,
-                        extra={"object_id": pointer.object_id, "job": pointer.job, "recipient": self._recipient})
-            if decided.action is not Action.STOP:
-                metrics.CONSUMED.labels(self._recipient, decided.action.value).inc()
-            if decided.action is Action.ALREADY_SETTLED:
-                delivery.ack()
-            else:
-                delivery.requeue()
-        if decided.stop is not None:
-            raise decided.stop  # on the connection's thread: the loop stops (or pauses) with this one-line cause
-
-    def _acknowledge(self, delivery: Delivery, pointer: Pointer) -> None:
-        """The business ACK is confirmed: the pointer is done."""
-        self.stats.verified += 1
-        self.stats.verified_by_job[pointer.job] = self.stats.verified_by_job.get(pointer.job, 0) + 1
-        delivery.ack()
-        self.stats.acked += 1
-        metrics.CONSUMED.labels(self._recipient, "acked").inc()
-        log.info("verified and acked object %s of job %s", pointer.object_id, pointer.job,
-                 extra={"object_id": pointer.object_id, "job": pointer.job, "recipient": self._recipient})
+            return  # counted with its delivery's dead letter (_reject)
+        elif decided.detail:
+            log.log(logging.INFO if decided.action is Action.ALREADY_SETTLED else logging.WARNING, "%s", decided.detail,
+                    extra=where)
+        if decided.action is not Action.STOP:
+            metrics.CONSUMED.labels(self._recipient, decided.action.value).inc()
 
     def _reject(self, delivery: Delivery, reason: str, detail: str) -> None:
+        if not delivery.channel.is_open:
+            return  # the broker delivers it again, and that delivery is judged (and dead-lettered) once
         self.stats.dead_lettered += 1
         metrics.CONSUMED.labels(self._recipient, "dead_lettered").inc()
         metrics.DEAD_LETTERS.labels("consumer", reason).inc()
         dead_letter(self._publisher, delivery, f"{reason}: {detail}")
+
+
+@dataclass
+class _Parts:
+    """The pointers one delivery carried (one, or a pointer batch's).
+
+    Worker threads report each processed object (:meth:`processed`, under a lock); the
+    connection's thread records each decision and settles the delivery once, when the last
+    object is decided.
+    """
+
+    delivery: Delivery
+    count: int
+    decided: list[tuple[Pointer, Settlement]] = field(default_factory=list)
+    settled: bool = False
+    _processed: int = 0
+    _to_confirm: list[Pointer] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def processed(self, pointer: Pointer | None) -> list[Pointer]:
+        """Record one processed object (``pointer``, or None if it failed); once every object of
+        the delivery is processed, the ones to confirm, else nothing."""
+        with self._lock:
+            self._processed += 1
+            if pointer is not None:
+                self._to_confirm.append(pointer)
+            return self._to_confirm if self._processed == self.count else []
 
 
 def wait_for_job(coordinator_url: str, job: str, expect: int, stop: threading.Event, poll: float = 0.5) -> None:

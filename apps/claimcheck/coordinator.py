@@ -51,6 +51,7 @@ from claimcheck.protocol import (
     Barrier,
     IntentBatch,
     InvalidMessage,
+    PointerBatch,
     PointerQueueMessage,
     brief,
 )
@@ -146,9 +147,9 @@ class Coordinator:
             log.exception("judging a message from %s failed", delivery.queue)
             self._reject(delivery, "internal", brief(repr(exc), 300))
             return
-        # A batch of ACKs or intents is applied object by object, exactly like single ones.
-        self._batch.extend((delivery, one)
-                           for one in (message.each() if isinstance(message, AckBatch | IntentBatch) else [message]))
+        # A batch of pointers, ACKs or intents is applied object by object, exactly like single ones.
+        self._batch.extend((delivery, one) for one in (
+            message.each() if isinstance(message, PointerBatch | AckBatch | IntentBatch) else [message]))
         if len(self._batch) >= self._prefetch:
             self._flush()
 

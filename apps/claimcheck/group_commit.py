@@ -6,12 +6,13 @@ the broker's confirm; items that arrive meanwhile form the next message. So unde
 enqueue (a Raft command on three nodes) and one settlement by the reader cover several items.
 ``linger`` lets the first item of a message wait that long for company; with none, an idle
 caller adds no delay. Items travel only with items of the same routing key (``route``: the
-coordinator shard they belong to), so a message never carries what another shard owns.
+coordinator shard they belong to), so a message never carries what another shard owns, and
+only with items in the same company (:meth:`GroupCommit._company`: pointers for the same groups).
 
 An item counts as sent only once its message was confirmed: the error of a failed publish
 reaches every caller of that message, exactly as if each had published alone. Used for the
-consumers' business ACKs (:mod:`claimcheck.ack_batcher`) and the producers' intents
-(:class:`claimcheck.producer.IntentBatcher`).
+consumers' business ACKs (:mod:`claimcheck.ack_batcher`), the producers' intents
+(:class:`claimcheck.producer.IntentBatcher`) and their pointers (:class:`claimcheck.producer.PointerBatcher`).
 """
 
 import queue
@@ -50,7 +51,7 @@ class GroupCommit(ABC, Generic[T]):
         self._route = route
         self._max_batch = max(1, max_batch)
         self._linger = linger
-        self._waiting: queue.SimpleQueue[_Waiting[T] | None] = queue.SimpleQueue()
+        self._waiting: queue.SimpleQueue[list[_Waiting[T]] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._lock = threading.Lock()
         self._state = "new"  # -> "running" -> "closed"
@@ -59,7 +60,12 @@ class GroupCommit(ABC, Generic[T]):
     def submit(self, item: T) -> "Future[None]":
         """Hand ``item`` over; the future is done once the broker confirmed the message carrying
         it, or failed with that message's error."""
-        waiting = _Waiting(item, Future())
+        (sent,) = self.submit_all([item])
+        return sent
+
+    def submit_all(self, items: list[T]) -> "list[Future[None]]":
+        """Hand ``items`` over together: they travel in as few messages as the batch size allows."""
+        waiting = [_Waiting(item, Future()) for item in items]
         with self._lock:
             if self._state == "closed":
                 raise RuntimeError(f"the {self._thread.name} publisher is closed")
@@ -67,7 +73,7 @@ class GroupCommit(ABC, Generic[T]):
                 self._thread.start()
                 self._state = "running"
             self._waiting.put(waiting)
-        return waiting.sent
+        return [each.sent for each in waiting]
 
     def confirm(self, item: T, timeout: float | None = None) -> None:
         """Publish ``item``; return once the broker confirmed the message carrying it, else raise."""
@@ -91,12 +97,20 @@ class GroupCommit(ABC, Generic[T]):
     def _identity(self, item: T) -> Hashable:
         """What makes two items the same."""
 
+    def _company(self, item: T) -> Hashable:
+        """Items of one message share this (besides their routing key); by default anything goes."""
+        return None
+
+    def _headers(self, items: list[T]) -> dict[str, object]:
+        """Headers of the message carrying ``items``, besides the signature."""
+        return {}
+
     def _run(self) -> None:
         while True:
             first = self._waiting.get()
             if first is None:
                 return
-            batch = [first]
+            batch = list(first)
             closing = False
             company_until = time.monotonic() + self._linger
             while len(batch) < self._max_batch:
@@ -108,18 +122,20 @@ class GroupCommit(ABC, Generic[T]):
                 if more is None:
                     closing = True
                     break
-                batch.append(more)
+                batch.extend(more)
             self._publish(batch)
             if closing:
                 return
 
     def _publish(self, batch: list[_Waiting[T]]) -> None:
-        """One confirmed message per routing key in ``batch``."""
-        routes: dict[str, list[_Waiting[T]]] = {}
+        """One confirmed message per routing key and company in ``batch`` (or more, of at most
+        ``max_batch`` items each)."""
+        routes: dict[tuple[str, Hashable], list[_Waiting[T]]] = {}
         for waiting in batch:
-            routes.setdefault(self._route(waiting.item), []).append(waiting)
-        for routing_key, same_route in routes.items():
-            self._publish_one(routing_key, same_route)
+            routes.setdefault((self._route(waiting.item), self._company(waiting.item)), []).append(waiting)
+        for (routing_key, _), same_route in routes.items():
+            for start in range(0, len(same_route), self._max_batch):
+                self._publish_one(routing_key, same_route[start:start + self._max_batch])
 
     def _publish_one(self, routing_key: str, batch: list[_Waiting[T]]) -> None:
         """One confirmed message for ``batch``; its outcome is every waiting caller's."""
@@ -127,7 +143,7 @@ class GroupCommit(ABC, Generic[T]):
         try:
             body, message_id = self._encode(unique)
             self._publisher.publish(self._exchange, routing_key, body, message_id=message_id,
-                                    headers=self._signer.sign(body))
+                                    headers={**self._headers(unique), **self._signer.sign(body)})
         except BaseException as exc:  # noqa: BLE001 - handed to the callers, which decide what it means
             for waiting in batch:
                 waiting.sent.set_exception(exc)

@@ -6,22 +6,24 @@ sha256) and never touches S3. A larger one is gzipped as a stream into S3 and it
 published only after the object is fully stored. Before an upload stores a byte, its intent is
 published to the coordinator, so the orphan sweeper never mistakes an upload in progress for an
 orphan; a pointer is published only while that intent is fresh (half the sweep grace period).
-The synthetic run uploads in a small thread pool, one Producer (one connection) per thread,
-all announcing through one :class:`IntentBatcher` (intents of uploads that start together travel
-in one message).
+The synthetic run uploads in a small thread pool, one Producer (one connection) per thread;
+its next uploads are announced ahead, several per message (:class:`AheadAnnouncer`), and
+pointers ready together are published together (:class:`PointerBatcher`): fewer broker
+messages per object.
 """
 
 import base64
+import collections
 import hashlib
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError
 from pika.adapters.blocking_connection import BlockingChannel
@@ -34,11 +36,13 @@ from claimcheck.protocol import (
     MAX_INLINE_BYTES,
     MAX_INTENTS_PER_BATCH,
     MAX_MESSAGE_BYTES,
+    MAX_POINTERS_PER_BATCH,
     OBJECT_KEY_EXTENSION,
     AnnouncedObject,
     Intent,
     IntentBatch,
     Pointer,
+    PointerBatch,
     check_envelope,
     make_pointer,
     now,
@@ -104,6 +108,94 @@ class IntentBatcher(GroupCommit[Intent]):
         batch = IntentBatch(created_at=now(), intents=tuple(
             AnnouncedObject(object_id=i.object_id, job=i.job, bucket=i.bucket, key=i.key) for i in items))
         return batch.encode(), f"intents-{items[0].object_id}+{len(items) - 1}"
+
+
+class Announcement(NamedTuple):
+    """An upload announced ahead: the object id its intent names, and when that intent was confirmed."""
+
+    object_id: str
+    at: float
+
+
+class AheadAnnouncer:
+    """Announces a run's next uploads ahead, up to ``window`` in one :class:`IntentBatch`.
+
+    Each upload thread takes an object id whose intent is already confirmed, so a run of ``count``
+    objects costs about ``count / window`` intent messages instead of about one per object. The
+    window is small next to the sweep grace period: a pointer is still published only while its
+    intent is fresh (:class:`IntentExpired`).
+    """
+
+    def __init__(self, intents: IntentBatcher, settings: Settings, job: str, count: int, window: int) -> None:
+        self._intents = intents
+        self._settings = settings
+        self._job = job
+        self._left = count
+        self._window = max(1, min(window, MAX_INTENTS_PER_BATCH))
+        self._ready: collections.deque[Announcement] = collections.deque()
+        self._lock = threading.Lock()
+
+    def take(self) -> Announcement:
+        """The next announced object id, announcing the next window's first if none is left."""
+        with self._lock:
+            if not self._ready:
+                self._announce(min(self._window, self._left))
+            return self._ready.popleft()
+
+    def _announce(self, count: int) -> None:
+        if count < 1:
+            raise RuntimeError("every upload of the run was announced")
+        ids = [uuid.uuid4().hex for _ in range(count)]
+        for sent in self._intents.submit_all([
+            Intent(object_id=object_id, job=self._job, bucket=self._settings.s3_bucket,
+                   key=object_key(self._job, object_id, OBJECT_KEY_EXTENSION, self._settings.s3_key_prefix),
+                   created_at=now())
+            for object_id in ids
+        ]):
+            sent.result()
+        at = time.monotonic()
+        self._left -= count
+        self._ready.extend(Announcement(object_id, at) for object_id in ids)
+
+
+# How long the first pointer of a message waits for others. Upload threads do not wait for it:
+# they hand the pointer over and start the next upload, so it costs latency, not throughput.
+POINTER_LINGER = 0.05
+
+
+class PointerBatcher(GroupCommit[Pointer]):
+    """Pointers of several upload threads, published together (see :mod:`claimcheck.group_commit`).
+
+    Shared by the Producers of one process's threads (``Producer(pointers=...)``), it publishes
+    the stored objects' pointers for the same groups and coordinator shard that are ready within
+    ``linger`` of each other as one :class:`~claimcheck.protocol.PointerBatch`, fanned out like a
+    pointer: one enqueue per queue, and one settlement per reader, for several objects. A lone
+    pointer, an inline one and one with much metadata travel as a :class:`~claimcheck.protocol.Pointer`.
+    """
+
+    def __init__(self, settings: Settings, signer: Signer | None = None, linger: float = POINTER_LINGER) -> None:
+        shards = settings.coordinator_shards
+        super().__init__(BrokerSession(settings.amqp_url, lambda channel: topology.declare_for_producer(channel, (), shards),
+                                       settings.confirm_timeout),
+                         signer or settings.pointer_signer(), topology.POINTER_EXCHANGE,
+                         lambda pointer: topology.coordinator_route(pointer.object_id, shards), MAX_POINTERS_PER_BATCH,
+                         "pointers", linger)
+
+    def _identity(self, item: Pointer) -> str:
+        return item.object_id
+
+    def _company(self, item: Pointer) -> Hashable:
+        # An inline pointer, or one with much metadata, travels alone.
+        return item.recipients if PointerBatch.can_carry(item) else item.object_id
+
+    def _headers(self, items: list[Pointer]) -> dict[str, object]:
+        return {"CC": list(items[0].recipients)}  # the broker fans the message out to each group's queue
+
+    def _encode(self, items: list[Pointer]) -> tuple[bytes, str]:
+        if len(items) == 1:
+            return items[0].encode(), items[0].object_id
+        batch = PointerBatch(created_at=now(), pointers=tuple(items))
+        return batch.encode(), f"pointers-{items[0].object_id}+{len(items) - 1}"
 
 
 _log_upload_retry = before_sleep_log(log, logging.WARNING)
@@ -178,6 +270,16 @@ _upload_retrying = retry(
 )(_upload)
 
 
+def _published(pointer: Pointer, seconds: float) -> None:
+    """Count and log a pointer the broker confirmed."""
+    metrics.PUBLISH_SECONDS.observe(seconds)
+    metrics.PUBLISHED_OBJECTS.inc()
+    metrics.PUBLISHED_BYTES.inc(pointer.payload_size)
+    metrics.STORED_BYTES.inc(pointer.object_size or 0)
+    log.info("published object %s of job %s%s", pointer.object_id, pointer.job, " inline" if pointer.is_inline else "",
+             extra={"object_id": pointer.object_id, "job": pointer.job})
+
+
 def publish_pointer(broker: BrokerSession, signer: Signer, pointer: Pointer, shards: int = 1) -> None:
     """One signed, confirmed publish that the broker fans out to the object's coordinator shard
     and every recipient."""
@@ -202,12 +304,13 @@ class Producer:
     ``CLAIMCHECK_INLINE_THRESHOLD``; ``always_through_s3`` stores every payload in S3;
     ``storage`` (server-side encryption, tags) overrides the ``CLAIMCHECK_S3_*`` settings;
     ``intents``, one :class:`IntentBatcher` shared by the Producers of several threads, announces
-    their uploads together (fewer broker messages per object; the caller closes it).
+    their uploads together (fewer broker messages per object; the caller closes it), and
+    ``pointers``, one :class:`PointerBatcher` likewise, publishes their pointers together.
     """
 
     def __init__(self, settings: Settings | None = None, *, job: str | None = None, inline_threshold: int | None = None,
                  always_through_s3: bool = False, storage: StorageOptions | None = None,
-                 intents: IntentBatcher | None = None) -> None:
+                 intents: IntentBatcher | None = None, pointers: PointerBatcher | None = None) -> None:
         self._settings = settings or Settings()
         self.job = job or new_job_id()
         self._inline_threshold = 0 if always_through_s3 else (
@@ -222,6 +325,7 @@ class Producer:
         self._broker = BrokerSession(self._settings.amqp_url, self._declare, self._settings.confirm_timeout)
         self._fresh_for = self._settings.sweep_grace_seconds / 2
         self._intents = intents
+        self._pointers = pointers
 
     def __enter__(self) -> "Producer":
         return self
@@ -252,36 +356,60 @@ class Producer:
     def send_source(self, make_source: Callable[[str], Source], *, recipients: Sequence[str], job: str | None,
                     content_type: str, metadata: Mapping[str, str] | None) -> Pointer:
         """:meth:`send` with the payload's source made from its object id (the synthetic payloads name it)."""
+        pointer, sent = self.submit_source(make_source, recipients=recipients, job=job, content_type=content_type,
+                                           metadata=metadata)
+        sent.result()
+        return pointer
+
+    def submit_source(self, make_source: Callable[[str], Source], *, recipients: Sequence[str], job: str | None,
+                      content_type: str, metadata: Mapping[str, str] | None,
+                      announced: Announcement | None = None) -> "tuple[Pointer, Future[None]]":
+        """:meth:`send_source` without waiting for the broker: the future is done once the pointer
+        was confirmed (with a :class:`PointerBatcher`, maybe in one message with others), or
+        failed with the publish's error. The payload is stored (or inlined) when this returns.
+        ``announced``: the payload is stored under that object id, whose intent was published
+        (:class:`AheadAnnouncer`)."""
         job = job or self.job
         check_envelope(job, recipients, content_type, metadata, self._allowed)
         self._check_queues(recipients)
-        object_id = uuid.uuid4().hex
+        object_id = announced.object_id if announced else uuid.uuid4().hex
         source = make_source(object_id)
         pointer = None
-        if self._inline_threshold > 0:
+        if self._inline_threshold > 0 and announced is None:
             whole, source = peek(source, self._inline_threshold)
             if whole is not None:
                 pointer = _inline_pointer(object_id, job, whole, recipients, content_type, metadata)
                 if len(pointer.encode()) > MAX_MESSAGE_BYTES:  # a long recipient list and metadata: store it
                     pointer = None
         if pointer is None:
-            pointer = self._store(object_id, job, source, recipients, content_type, metadata)
-        with metrics.PUBLISH_SECONDS.time():
+            pointer = self._store(object_id, job, source, recipients, content_type, metadata, announced)
+        started = time.monotonic()
+        if self._pointers is not None:
+            sent = self._pointers.submit(pointer)
+        else:
+            sent = Future()
             publish_pointer(self._broker, self._signer, pointer, self._settings.coordinator_shards)
-        metrics.PUBLISHED_OBJECTS.inc()
-        metrics.PUBLISHED_BYTES.inc(pointer.payload_size)
-        metrics.STORED_BYTES.inc(pointer.object_size or 0)
-        log.info("published object %s of job %s%s", pointer.object_id, job, " inline" if pointer.is_inline else "",
-                 extra={"object_id": pointer.object_id, "job": job})
-        return pointer
+            sent.set_result(None)
+
+        def confirmed(done: "Future[None]") -> None:
+            if done.exception() is None:
+                _published(pointer, time.monotonic() - started)
+
+        sent.add_done_callback(confirmed)
+        return pointer, sent
 
     def _store(self, object_id: str, job: str, source: Source, recipients: Sequence[str], content_type: str,
-               metadata: Mapping[str, str] | None) -> Pointer:
+               metadata: Mapping[str, str] | None, ahead: Announcement | None) -> Pointer:
         if self._s3 is None:
             self._s3 = store.client(self._settings)  # the bucket exists: provisioning made it (a producer may not)
         announced: list[float] = []
 
         def announce(intent: Intent) -> None:
+            if ahead is not None:
+                if intent.key != object_key(job, object_id, OBJECT_KEY_EXTENSION, self._settings.s3_key_prefix):
+                    raise ValueError(f"object {object_id} was announced under another key than {intent.key}")
+                announced.append(ahead.at)
+                return
             if self._intents is not None:
                 self._intents.confirm(intent)
             else:
@@ -339,32 +467,43 @@ def produce(settings: Settings, request: RunRequest) -> Iterator[Pointer]:
     local = threading.local()
     producers: list[Producer] = []
     lock = threading.Lock()
-    intents = IntentBatcher(settings)  # uploads that start together are announced together
+    intents = IntentBatcher(settings)
+    # The next uploads are announced ahead, several per message, unless they may travel inline
+    # (those need no intent); a window covers a few seconds of uploads, nothing near the grace period.
+    window = 4 * request.parallelism
+    if rate > 0:
+        window = min(window, max(1, int(rate * settings.sweep_grace_seconds / 8)))
+    ahead = None if request.inline else AheadAnnouncer(intents, settings, job, request.count, window)
+    pointers = PointerBatcher(settings)  # pointers ready together are published together
     uploads = ThreadPoolExecutor(max_workers=request.parallelism, thread_name_prefix="upload")
     started = time.monotonic()
 
-    def send(seq: int) -> Pointer:
+    def send(seq: int) -> "tuple[Pointer, Future[None]]":
         producer = getattr(local, "producer", None)
         if producer is None:
             producer = local.producer = Producer(settings, job=job, always_through_s3=not request.inline,
-                                                 intents=intents)
+                                                 intents=intents, pointers=pointers)
             with lock:
                 producers.append(producer)
         # Pace the uploads, not the publishes: otherwise every object is stored at full
         # speed and then waits unreferenced in S3, and pointer.created_at says nothing.
         if rate > 0:
             time.sleep(max(0.0, started + seq / rate - time.monotonic()))
-        return producer.send_source(lambda object_id: Source(lambda: payload.generate(request.size, job, object_id, seq), True),
-                              recipients=request.recipients, job=job, content_type="application/json", metadata=None)
+        # The thread goes on with the next upload while its pointer waits for company.
+        return producer.submit_source(lambda object_id: Source(lambda: payload.generate(request.size, job, object_id, seq), True),
+                                      recipients=request.recipients, job=job, content_type="application/json", metadata=None,
+                                      announced=ahead.take() if ahead else None)
 
     try:
-        for pointer in uploads.map(send, range(request.count)):
+        for pointer, sent in uploads.map(send, range(request.count)):
+            sent.result()
             yield pointer
     finally:
         # A failed or abandoned run starts no further uploads (each would be an orphan).
         uploads.shutdown(wait=True, cancel_futures=True)
         for producer in producers:
             producer.close()
+        pointers.close()  # publishes what waits: those objects are stored
         intents.close()
 
 

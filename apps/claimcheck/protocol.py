@@ -42,6 +42,11 @@ MAX_ACKS_PER_BATCH = 100
 # Intents one IntentBatch may carry: 64 of the longest (the longest key prefix and job name,
 # about 1 KiB each) stay under MAX_MESSAGE_BYTES.
 MAX_INTENTS_PER_BATCH = 64
+# Pointers one PointerBatch may carry: stored ones of at most BATCHABLE_POINTER_BYTES each (a
+# pointer with the longest key, job, content type and recipient list and no metadata is about 4 KiB), so any
+# full batch stays under MAX_MESSAGE_BYTES; a larger pointer travels alone.
+MAX_POINTERS_PER_BATCH = 16
+BATCHABLE_POINTER_BYTES = (MAX_MESSAGE_BYTES - 1024) // MAX_POINTERS_PER_BATCH
 MAX_PAYLOAD_BYTES = 64 * 2**30
 RESERVED_RECIPIENTS = frozenset({"coordinator"})
 
@@ -230,6 +235,44 @@ class Pointer(_Message):
         return self
 
 
+class PointerBatch(_Message):
+    """Several pointers to stored objects, for the same recipient groups, in one signed message.
+
+    Published once like a pointer, it is fanned out to the coordinator and every group it names:
+    one enqueue per queue and one settlement per reader for all its objects. Each group verifies
+    each object and confirms it as if it had come alone; the coordinator records each exactly as
+    a :class:`Pointer` of its own. Inline pointers travel alone (their payloads would not fit).
+    """
+
+    type: Literal["pointer_batch"] = "pointer_batch"
+    created_at: Timestamp
+    pointers: tuple[Pointer, ...] = Field(min_length=1, max_length=MAX_POINTERS_PER_BATCH)
+
+    @model_validator(mode="after")
+    def _one_fan_out(self) -> "PointerBatch":
+        if len({pointer.object_id for pointer in self.pointers}) != len(self.pointers):
+            raise ValueError("an object is named twice in one batch")
+        if len({pointer.recipients for pointer in self.pointers}) != 1:
+            raise ValueError("every pointer of a batch names the same recipients")
+        if any(pointer.is_inline for pointer in self.pointers):
+            raise ValueError("an inline pointer travels alone, not in a batch")
+        return self
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        """The groups every pointer of the batch names."""
+        return self.pointers[0].recipients
+
+    def each(self) -> list[Pointer]:
+        """The batch's pointers, in its order."""
+        return list(self.pointers)
+
+    @staticmethod
+    def can_carry(pointer: Pointer) -> bool:
+        """Whether ``pointer`` may travel in a batch: stored, and small enough that any full batch fits a message."""
+        return not pointer.is_inline and len(pointer.encode()) <= BATCHABLE_POINTER_BYTES
+
+
 class Ack(_Message):
     """A recipient's business confirmation that it verified and processed one payload."""
 
@@ -411,8 +454,11 @@ def check_envelope(job: str, recipients: Iterable[str], content_type: str, metad
 
 M = TypeVar("M", bound=_Message)
 # What may arrive on the coordinator's pointer queue.
-PointerQueueMessage = Pointer | Intent | IntentBatch | Barrier
-POINTER_QUEUE_KINDS: tuple[type[PointerQueueMessage], ...] = (Pointer, Intent, IntentBatch, Barrier)
+PointerQueueMessage = Pointer | PointerBatch | Intent | IntentBatch | Barrier
+POINTER_QUEUE_KINDS: tuple[type[PointerQueueMessage], ...] = (Pointer, PointerBatch, Intent, IntentBatch, Barrier)
+# What may arrive on a recipient group's queue.
+RecipientQueueMessage = Pointer | PointerBatch
+RECIPIENT_QUEUE_KINDS: tuple[type[RecipientQueueMessage], ...] = (Pointer, PointerBatch)
 # What may arrive on the coordinator's ACK queue.
 AckQueueMessage = Ack | AckBatch
 ACK_QUEUE_KINDS: tuple[type[AckQueueMessage], ...] = (Ack, AckBatch)
@@ -429,9 +475,11 @@ def check_size(body: bytes) -> None:
 def check_bucket(message: _Message, bucket: str, prefix: str = "") -> None:
     """Refuse a message that names an object outside the configured ``bucket`` and key ``prefix``.
 
-    Inline pointers name no object and pass; an intent batch is checked object by object.
+    Inline pointers name no object and pass; a batch is checked object by object.
     """
-    for named in message.intents if isinstance(message, IntentBatch) else [message]:
+    named_objects: tuple[Any, ...] = (message.intents if isinstance(message, IntentBatch) else
+                                      message.pointers if isinstance(message, PointerBatch) else (message,))
+    for named in named_objects:
         _check_object_location(getattr(named, "bucket", None), getattr(named, "key", None), bucket, prefix)
 
 

@@ -1,10 +1,12 @@
-"""The consumer's settle step, decided: what becomes of a pointer's delivery once its worker finished.
+"""The consumer's settle step, decided: what becomes of a pointer's delivery once its worker finished
+(:func:`settle`), and of a delivery that carried several pointers once each is decided (:func:`combine`).
 
 Pure (no broker, no S3, no metrics), so every outcome is unit-tested without services
 (tests/unit/test_settlement.py); consumer.py carries the decision out on the connection thread.
 """
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError
@@ -64,3 +66,24 @@ def settle(error: BaseException | None, delivery_count: int, object_id: str) -> 
         return Settlement(Action.DEAD_LETTER, "processing_failed",
                           f"object {object_id}: failed {delivery_count + 1} times, last: {error!r}")
     return Settlement(Action.RETRY, detail=f"processing object {object_id} failed, returning it to the queue: {error}")
+
+
+def combine(decisions: Sequence[Settlement]) -> Settlement:
+    """How to settle a delivery that carried several pointers (a pointer batch), each decided.
+
+    Back to the queue if any object must be tried again (the objects confirmed meanwhile are
+    confirmed again on the redelivery, which the ledger absorbs, or found settled); else
+    dead-lettered once if any was refused, naming every refused object; else acknowledged.
+    A single pointer's decision is its delivery's.
+    """
+    retry = [decided for decided in decisions if decided.action is Action.RETRY]
+    if retry:
+        return Settlement(Action.RETRY, detail="; ".join(decided.detail for decided in retry if decided.detail))
+    refused = [decided for decided in decisions if decided.action is Action.DEAD_LETTER]
+    if refused:
+        return Settlement(Action.DEAD_LETTER, refused[0].reason, "; ".join(
+            decided.detail if decided.reason == refused[0].reason else f"{decided.reason}: {decided.detail}"
+            for decided in refused))
+    if all(decided.action is Action.ALREADY_SETTLED for decided in decisions):
+        return Settlement(Action.ALREADY_SETTLED)
+    return Settlement(Action.ACKNOWLEDGE)

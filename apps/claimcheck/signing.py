@@ -41,6 +41,7 @@ from claimcheck.protocol import (
     InvalidMessage,
     M,
     Pointer,
+    PointerBatch,
     brief,
     check_bucket,
     check_size,
@@ -54,8 +55,9 @@ LEDGER_SIGNATURE_HEADER = "x-claimcheck-ledger-signature"
 
 Role = Literal["pointer", "ack", "coordinator", "ledger"]
 # Which messages each role may sign.
-ROLE_SIGNS: dict[str, tuple[type[Any], ...]] = {"pointer": (Pointer, Intent, IntentBatch), "ack": (Ack, AckBatch),
-                                                "coordinator": (Barrier,), "ledger": (Pointer, Intent, IntentBatch)}
+ROLE_SIGNS: dict[str, tuple[type[Any], ...]] = {
+    "pointer": (Pointer, PointerBatch, Intent, IntentBatch), "ack": (Ack, AckBatch),
+    "coordinator": (Barrier,), "ledger": (Pointer, PointerBatch, Intent, IntentBatch)}
 ROLE_NAMES = {"pointer": "a producer's pointer key", "ack": "a recipient group's ACK key",
               "coordinator": "the coordinators' key", "ledger": "the producers' ledger key"}
 MIN_SECRET = 16

@@ -14,10 +14,11 @@ from claimcheck.ack_batcher import AckBatcher
 from claimcheck.config import Settings
 from claimcheck.group_commit import GroupCommit
 from claimcheck.ledger import Ledger
-from claimcheck.producer import IntentBatcher, publish_pointer, store_payload
+from claimcheck.producer import AheadAnnouncer, IntentBatcher, Producer, publish_pointer, store_payload
 from claimcheck.protocol import Pointer
 from claimcheck.publisher import BrokerRefused, BrokerSession
-from tests.integration.integration_helpers import LocalKeys, wait_until
+from claimcheck.sources import Source
+from tests.integration.integration_helpers import DeadLetters, LocalKeys, wait_until
 
 WORKERS = 20
 T = TypeVar("T")
@@ -149,3 +150,38 @@ def test_the_first_ack_lingers_for_company_and_workers_do_not_wait(
         batcher.close()
     assert batcher.batches == 1
     wait_deleted_once(db, pointers)
+
+
+def test_a_run_announces_its_uploads_ahead_and_each_pointer_follows_its_own_intent(
+    coordinator_url: str, settings: Settings, keyring: LocalKeys, recipients: Callable[..., list[str]],
+    ledger: Ledger, db: Callable[..., list[tuple[Any, ...]]], dead_letters: DeadLetters,
+) -> None:
+    """Ten uploads announced four at a time: three intent messages; each object is stored under
+    its announced id, its pointer matches the intent the ledger recorded (nothing refused), and
+    the run cannot take more ids than it announced."""
+    (group,) = recipients("billing")
+    job = f"ahead-{group}"
+    intents = IntentBatcher(settings, keyring.pointer)
+    ahead = AheadAnnouncer(intents, settings, job, count=10, window=4)
+    try:
+        announced = [ahead.take() for _ in range(10)]
+        with pytest.raises(RuntimeError, match="every upload of the run was announced"):
+            ahead.take()
+    finally:
+        intents.close()
+    assert intents.batches == 3
+    wait_until(lambda: ledger.job_progress(job).awaiting_pointer == 10, 30, "every intent in the ledger")
+
+    with Producer(settings, job=job, always_through_s3=True) as producer:
+        pointers = [producer.submit_source(lambda object_id: Source(lambda: iter([b"{}"]), True), recipients=[group],
+                                           job=job, content_type="application/json", metadata=None, announced=one)[0]
+                    for one in announced]
+    assert [pointer.object_id for pointer in pointers] == [one.object_id for one in announced]
+    batcher = AckBatcher(BrokerSession(settings.amqp_url, topology.declare), keyring.ack(group), group, "test")
+    try:
+        assert confirm_concurrently(batcher, pointers) == [None] * 10
+    finally:
+        batcher.close()
+    wait_deleted_once(db, pointers)
+    dead_letters.drain()
+    assert not [reason for reason in dead_letters.reasons.values() if any(p.object_id in reason for p in pointers)]

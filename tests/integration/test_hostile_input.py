@@ -118,6 +118,17 @@ def test_any_message_in_any_queue_is_dead_lettered_with_a_reason_and_nothing_sto
     assert consumer.stats.acked == 0
 
 
+def forged_batches(stored: Callable[..., Pointer], recipient: str) -> dict[str, bytes]:
+    """Pointer batches signed with a valid key but breaking the batch's rules."""
+    twice, other = json.loads(stored([recipient]).encode()), json.loads(stored([recipient, "zz-other"]).encode())
+
+    def batch(*pointers: dict[str, Any]) -> bytes:
+        return json.dumps({"type": "pointer_batch", "version": 1, "created_at": "2026-11-30T00:00:00Z",
+                           "pointers": list(pointers)}).encode()
+
+    return {"batch-repeats-an-object": batch(twice, twice), "batch-mixes-recipients": batch(twice, other)}
+
+
 def test_the_known_exploits_stop_nothing_and_lose_no_neighbour(
     hostile: tuple[Target, RawPublisher, RecipientConsumer], dead_letters: DeadLetters, settings: Settings,
     stored: Callable[..., Pointer], broker: BrokerSession, keyring: LocalKeys, ledger: Ledger,
@@ -131,6 +142,8 @@ def test_the_known_exploits_stop_nothing_and_lose_no_neighbour(
         "deep-nesting": (b"[" * 60_000, keyring.sign(b"[" * 60_000)),
         "not-utf8": (b"\xff\xfe\xfd", keyring.sign(b"\xff\xfe\xfd")),
         "huge-header": (b"{}", {"x-padding": "p" * 60_000, **keyring.sign(b"{}")}),
+        # Signed batches a producer's code would never build: one object twice, mixed recipients.
+        **{name: (body, keyring.sign(body)) for name, body in forged_batches(stored, recipient).items()},
     }
     sent: dict[str, list[str]] = {}
     neighbours = []

@@ -18,6 +18,7 @@ from claimcheck.localstack import ports
 from claimcheck.protocol import (
     MAX_MESSAGE_BYTES,
     POINTER_QUEUE_KINDS,
+    RECIPIENT_QUEUE_KINDS,
     Ack,
     InvalidMessage,
     Pointer,
@@ -62,9 +63,24 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
 
 @st.composite
 def near_valid_documents(draw: Any) -> bytes:
-    """A valid pointer or ACK with fields replaced, removed or added: the parser's hard cases."""
-    document = valid_pointer() if draw(st.booleans()) else json.loads(
-        Ack(object_id=OBJECT_ID, job="job-1", recipient="billing", payload_sha256=SHA, consumer="c", acked_at=now()).encode())
+    """A valid pointer, pointer batch or ACK with fields replaced, removed or added, also inside
+    a batch's pointers: the parser's hard cases."""
+    kind = draw(st.sampled_from(["pointer", "pointer_batch", "ack"]))
+    if kind == "ack":
+        document = json.loads(Ack(object_id=OBJECT_ID, job="job-1", recipient="billing", payload_sha256=SHA, consumer="c",
+                                  acked_at=now()).encode())
+    else:
+        document = valid_pointer()
+    if kind == "pointer_batch":
+        mutate(draw, document)
+        document = {"type": "pointer_batch", "version": 1, "created_at": "2026-11-30T00:00:00Z",
+                    "pointers": [valid_pointer(), document]}
+    mutate(draw, document)
+    return json.dumps(document).encode()
+
+
+def mutate(draw: Any, document: dict[str, Any]) -> None:
+    """Replace, remove or add a few fields of ``document``."""
     for name in draw(st.lists(st.sampled_from(sorted(document)), max_size=3)):
         if draw(st.booleans()):
             document[name] = draw(json_values)
@@ -72,7 +88,6 @@ def near_valid_documents(draw: Any) -> bytes:
             document.pop(name, None)
     if draw(st.booleans()):
         document[draw(st.text(max_size=8))] = draw(json_values)
-    return json.dumps(document).encode()
 
 
 bodies = st.one_of(st.binary(max_size=300), near_valid_documents(),
@@ -94,7 +109,7 @@ def judge(body: bytes, headers: Any, kinds: tuple[type[Any], ...], sign: bool) -
 @given(body=bodies, headers=header_maps, sign=st.booleans(), coordinator=st.booleans())
 def test_any_body_and_any_headers_end_in_a_message_or_a_reason(body: bytes, headers: Any, sign: bool,
                                                                coordinator: bool) -> None:
-    judge(body, headers, POINTER_QUEUE_KINDS if coordinator else (Pointer,), sign)
+    judge(body, headers, POINTER_QUEUE_KINDS if coordinator else RECIPIENT_QUEUE_KINDS, sign)
     judge(body, headers, (Ack,), sign)
 
 

@@ -6,7 +6,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from claimcheck import store
 from claimcheck.amqp_loop import DependencyDown
 from claimcheck.publisher import BrokerRefused
-from claimcheck.settlement import AckNotPublished, Action, AlreadySettled, Settlement, settle
+from claimcheck.settlement import AckNotPublished, Action, AlreadySettled, Settlement, combine, settle
 from claimcheck.topology import DELIVERY_LIMIT
 
 OBJECT = "0" * 32
@@ -81,3 +81,31 @@ def test_only_a_refusal_and_an_s3_outage_stop_consuming() -> None:
                                           store.ObjectMissing("x"), RuntimeError("x")]
     for count in (0, LAST):
         assert all(settle(error, count, OBJECT).stop is None for error in errors)
+
+
+ACKED = Settlement(Action.ACKNOWLEDGE)
+SETTLED = Settlement(Action.ALREADY_SETTLED, detail="object 1 was deleted")
+MISSING = Settlement(Action.DEAD_LETTER, "missing_object", "object 2 is missing")
+CORRUPT = Settlement(Action.DEAD_LETTER, "integrity", "object 3: sha256 mismatch")
+AGAIN = Settlement(Action.RETRY, detail="processing object 4 failed")
+
+
+@pytest.mark.parametrize("decided", [ACKED, SETTLED, MISSING, AGAIN])
+def test_a_delivery_of_one_pointer_is_settled_as_its_pointer_was_decided(decided: Settlement) -> None:
+    assert combine([decided]).action is decided.action
+    assert (combine([decided]).reason, combine([decided]).detail) == (
+        (decided.reason, decided.detail) if decided.action in {Action.DEAD_LETTER, Action.RETRY} else ("", ""))
+
+
+def test_a_batch_is_acknowledged_once_every_object_is_confirmed_or_found_settled() -> None:
+    assert combine([ACKED, SETTLED, ACKED]) == Settlement(Action.ACKNOWLEDGE)
+    assert combine([SETTLED, SETTLED]) == Settlement(Action.ALREADY_SETTLED)
+
+
+def test_a_batch_with_refused_objects_is_dead_lettered_once_naming_each() -> None:
+    assert combine([ACKED, MISSING, SETTLED, CORRUPT]) == Settlement(
+        Action.DEAD_LETTER, "missing_object", "object 2 is missing; integrity: object 3: sha256 mismatch")
+
+
+def test_a_batch_with_an_object_to_try_again_goes_back_whole_and_dead_letters_nothing_yet() -> None:
+    assert combine([ACKED, MISSING, AGAIN]) == Settlement(Action.RETRY, detail="processing object 4 failed")

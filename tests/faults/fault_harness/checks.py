@@ -1,5 +1,6 @@
 """The end of every scenario: the shared check that the job completed, and the dead letters it may contain."""
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,6 +125,22 @@ class DeadLetter:
     reason: str
 
 
+def refused_objects(message_id: str, reason: str) -> list[tuple[str, str]]:
+    """(object id, reason) of each object a dead letter refused: a single message's id names its
+    object; a pointer batch's reason names each refused object, ``; `` apart, in the first one's
+    category unless another is given (``settlement.combine``)."""
+    if not message_id.startswith("pointers-"):
+        return [(message_id.split(".")[0], reason)]
+    category, _, details = reason.partition(": ")
+    refused = []
+    for detail in details.split("; "):
+        named = re.search(r"[0-9a-f]{32}", detail)
+        if named is not None:
+            other = re.match(r"^([a-z_]+): ", detail)
+            refused.append((named[0], detail if other else f"{category}: {detail}"))
+    return refused
+
+
 def classify_dead_letters(scenario: Scenario, ids: set[str]) -> tuple[list[DeadLetter], list[DeadLetter]]:
     """Dead letters of ``ids`` logged by this scenario's components: (benign, harmful).
 
@@ -134,9 +151,9 @@ def classify_dead_letters(scenario: Scenario, ids: set[str]) -> tuple[list[DeadL
     for component in scenario.components:
         recipient = component.name.removeprefix("consumer-").rsplit("-", 1)[0] if component.name.startswith("consumer-") else None
         for at, match in component.events(DEAD_LETTERED):
-            object_id = match["message_id"].split(".")[0]
-            if object_id in ids:
-                letters.append(DeadLetter(component.name, recipient, object_id, at, match["reason"]))
+            for object_id, reason in refused_objects(match["message_id"], match["reason"]):
+                if object_id in ids:
+                    letters.append(DeadLetter(component.name, recipient, object_id, at, reason))
     if not letters:
         return [], []
     rows = scenario.ledger.query(

@@ -18,8 +18,10 @@ _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 PUBLISHED = re.compile(r"published object (?P<object_id>[0-9a-f]{32}) of job (?P<job>\S+)")
 ACKED = re.compile(r"verified and acked object (?P<object_id>[0-9a-f]{32}) of job (?P<job>\S+)")
 # A pointer redelivered after its object was deleted with this recipient's ACK counted (its
-# delivery-ack was lost with a connection): the consumer asks the coordinator and settles it.
-SETTLED = re.compile(r"object (?P<object_id>[0-9a-f]{32}) was deleted: \S+ confirmed it before; settling the redelivered")
+# delivery-ack was lost with a connection), or an object of a redelivered pointer batch whose
+# ACK this recipient had sent: the consumer asks the coordinator and settles it.
+SETTLED = re.compile(r"object (?P<object_id>[0-9a-f]{32}) (was deleted|of a redelivered batch): \S+ confirmed it before; "
+                     r"settling the redelivered")
 DEAD_LETTERED = re.compile(r"dead-lettered message (?P<message_id>\S+) from (?P<queue>\S+): (?P<reason>.*)")
 
 

@@ -1,0 +1,133 @@
+"""Pointer batches (issue 16): pointers published together reach every group and the coordinator
+as one message each; every object is verified, confirmed and deleted once, a refused object
+dead-letters its batch once per group without holding back the others, and an object to try
+again brings its whole batch back without losing or double-counting anything."""
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from functools import partial
+from typing import IO, Any
+
+from claimcheck.config import Settings
+from claimcheck.consumer import RecipientConsumer
+from claimcheck.ledger import Ledger
+from claimcheck.producer import PointerBatcher
+from claimcheck.protocol import Pointer
+from tests.integration.integration_helpers import DeadLetters, LocalKeys, wait_until
+
+LINGER = 2.0  # long enough that every pointer handed over in a loop travels in one message
+
+
+def publish_together(settings: Settings, keyring: LocalKeys, pointers: list[Pointer]) -> int:
+    """Hand every pointer to one PointerBatcher at once; the number of messages it published."""
+    batcher = PointerBatcher(settings, keyring.pointer, linger=LINGER)
+    try:
+        sent: list[Future[None]] = [batcher.submit(pointer) for pointer in pointers]
+        for future in sent:
+            future.result(timeout=60)
+    finally:
+        batcher.close()
+    return batcher.batches
+
+
+def deleted_once(db: Callable[..., list[tuple[Any, ...]]], pointers: list[Pointer]) -> bool:
+    ids = [pointer.object_id for pointer in pointers]
+    return (db("SELECT count(*) FROM objects WHERE object_id = ANY (%s) AND state = 'deleted'", ids) == [(len(ids),)]
+            and db("SELECT count(*) FROM deletions WHERE object_id = ANY (%s)", ids) == [(len(ids),)])
+
+
+def dead_letter_reason(dead_letters: DeadLetters, message_id: str, queue: str) -> str | None:
+    dead_letters.drain()
+    return dead_letters.reasons.get((message_id, queue))
+
+
+def test_pointers_published_together_are_verified_by_every_group_and_each_object_is_deleted_once(
+    coordinator_url: str, settings: Settings, keyring: LocalKeys, recipients: Callable[..., list[str]],
+    start_consumer: Callable[..., RecipientConsumer], stored: Callable[..., Pointer],
+    object_exists: Callable[[Pointer], bool], db: Callable[..., list[tuple[Any, ...]]], ledger: Ledger,
+) -> None:
+    groups = recipients("billing", "audit")
+    consumers = [start_consumer(group) for group in groups]
+    job = f"batch-{groups[0]}"
+    pointers = [stored(groups, size=5_000, job=job) for _ in range(12)]
+
+    assert publish_together(settings, keyring, pointers) == 1
+
+    wait_until(lambda: deleted_once(db, pointers), 60, "every object deleted once")
+    assert not any(object_exists(pointer) for pointer in pointers)
+    progress = ledger.job_progress(job)
+    assert (progress.published, progress.deleted) == (12, 12)
+    assert progress.acked == {group: 12 for group in groups}
+    assert [consumer.stats.verified_by_job.get(job) for consumer in consumers] == [12, 12]
+    assert [consumer.stats.dead_lettered for consumer in consumers] == [0, 0]
+
+
+def test_a_refused_object_dead_letters_its_batch_once_per_group_and_the_others_are_deleted(
+    coordinator_url: str, settings: Settings, keyring: LocalKeys, recipients: Callable[..., list[str]],
+    start_consumer: Callable[..., RecipientConsumer], stored: Callable[..., Pointer],
+    object_exists: Callable[[Pointer], bool], db: Callable[..., list[tuple[Any, ...]]],
+    dead_letters: DeadLetters, ledger: Ledger,
+) -> None:
+    groups = recipients("billing", "audit")
+    consumers = [start_consumer(group) for group in groups]
+    good = [stored(groups, size=5_000) for _ in range(2)]
+    stored_bad = stored(groups, size=5_000)
+    bad = stored_bad.model_copy(update={"payload_sha256": "b" * 64})  # signed, but not what was stored
+    batch = [good[0], bad, good[1]]
+
+    assert publish_together(settings, keyring, batch) == 1
+
+    wait_until(lambda: deleted_once(db, good), 60, "the good objects deleted once")
+    message_id = f"pointers-{good[0].object_id}+2"
+    for group in groups:
+        reason = wait_until(partial(dead_letter_reason, dead_letters, message_id, f"claimcheck.pointers.{group}"), 30,
+                            f"{group}'s dead letter")
+        assert reason.startswith(f"integrity: object {bad.object_id}: "), reason
+    dead_letters.drain()
+    assert dead_letters.times[message_id] == len(groups)  # once per group, not once per object
+    assert object_exists(bad), "a refused object was deleted"
+    assert ledger.job_progress(bad.job).pending == 1
+    assert [consumer.stats.verified for consumer in consumers] == [2, 2]
+    assert [consumer.stats.dead_lettered for consumer in consumers] == [1, 1]
+
+
+def test_an_object_to_try_again_brings_its_batch_back_and_only_it_is_processed_again(
+    coordinator_url: str, settings: Settings, keyring: LocalKeys, recipients: Callable[..., list[str]],
+    running: Callable[..., None], start_consumer: Callable[..., RecipientConsumer], stored: Callable[..., Pointer],
+    object_exists: Callable[[Pointer], bool], db: Callable[..., list[tuple[Any, ...]]], dead_letters: DeadLetters,
+) -> None:
+    billing, audit = recipients("billing", "audit")  # audit starts last: nothing is deleted before
+    pointers = [stored([billing, audit], size=5_000) for _ in range(3)]
+    ids = [pointer.object_id for pointer in pointers]
+    failed_once = threading.Event()
+    calls: list[str] = []
+    lock = threading.Lock()
+
+    def hook(pointer: Pointer, payload: IO[bytes]) -> None:
+        with lock:
+            calls.append(pointer.object_id)
+            fail = pointer.object_id == ids[1] and not failed_once.is_set()
+            if fail:
+                failed_once.set()
+        if fail:  # once the batch's other objects were confirmed: they need not be processed again
+            wait_until(lambda: db("SELECT count(*) FROM acks WHERE object_id = ANY (%s)", [ids[0], ids[2]]) == [(2,)],
+                       30, "the other objects confirmed")
+            raise RuntimeError("the application failed once")
+
+    # Asking the coordinator, the replica does not process the batch's confirmed objects again.
+    consumer = RecipientConsumer(settings.model_copy(update={"coordinator_url": coordinator_url}), billing, hook)
+    running(billing, consumer.run, consumer.consuming)
+    assert publish_together(settings, keyring, pointers) == 1
+
+    wait_until(lambda: db("SELECT count(*) FROM acks WHERE object_id = ANY (%s)", ids) == [(3,)], 60,
+               "billing's confirmation of every object")
+    assert sorted(calls) == sorted([*ids, ids[1]])  # only the failed object was processed again
+    assert db("SELECT sum(duplicates) FROM acks WHERE object_id = ANY (%s)", ids) == [(0,)]
+    assert all(object_exists(pointer) for pointer in pointers)
+
+    start_consumer(audit)
+    wait_until(lambda: deleted_once(db, pointers), 60, "every object deleted once")
+    assert consumer.stats.dead_lettered == 0
+    dead_letters.drain()
+    assert f"pointers-{ids[0]}+2" not in dead_letters.seen
