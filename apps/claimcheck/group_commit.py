@@ -4,10 +4,11 @@ Each caller hands an item to :meth:`GroupCommit.submit` (or :meth:`GroupCommit.c
 which also waits). One thread publishes whatever is waiting as one signed message and waits for
 the broker's confirm; items that arrive meanwhile form the next message. So under load one
 enqueue (a Raft command on three nodes) and one settlement by the reader cover several items.
-``linger`` lets the first item of a message wait that long for company; with none, an idle
-caller adds no delay. Items travel only with items of the same routing key (``route``: the
-coordinator shard they belong to), so a message never carries what another shard owns, and
-only with items in the same company (:meth:`GroupCommit._company`: pointers for the same groups).
+``linger`` lets the first item of a message wait that long for company, as long as more is on
+its way (:meth:`GroupCommit._company_coming`); with none, an idle caller adds no delay. Items
+travel only with items of the same routing key (``route``: the coordinator shard they belong
+to), so a message never carries what another shard owns, and only with items in the same
+company (:meth:`GroupCommit._company`: pointers for the same groups).
 
 An item counts as sent only once its message was confirmed: the error of a failed publish
 reaches every caller of that message, exactly as if each had published alone. Used for the
@@ -75,6 +76,12 @@ class GroupCommit(ABC, Generic[T]):
             self._waiting.put(waiting)
         return [each.sent for each in waiting]
 
+    def _nudge(self) -> None:
+        """Make the publishing thread look again whether company is coming (see _company_coming)."""
+        with self._lock:
+            if self._state == "running":
+                self._waiting.put([])
+
     def confirm(self, item: T, timeout: float | None = None) -> None:
         """Publish ``item``; return once the broker confirmed the message carrying it, else raise."""
         self.submit(item).result(timeout)
@@ -101,6 +108,11 @@ class GroupCommit(ABC, Generic[T]):
         """Items of one message share this (besides their routing key); by default anything goes."""
         return None
 
+    def _company_coming(self) -> bool:
+        """Whether more items are on their way, so the first one's linger is worth waiting; by
+        default always."""
+        return True
+
     def _headers(self, items: list[T]) -> dict[str, object]:
         """Headers of the message carrying ``items``, besides the signature."""
         return {}
@@ -110,11 +122,13 @@ class GroupCommit(ABC, Generic[T]):
             first = self._waiting.get()
             if first is None:
                 return
+            if not first:
+                continue  # a nudge while nothing waits
             batch = list(first)
             closing = False
             company_until = time.monotonic() + self._linger
             while len(batch) < self._max_batch:
-                wait = company_until - time.monotonic()
+                wait = company_until - time.monotonic() if self._company_coming() else 0.0
                 try:
                     more = self._waiting.get(timeout=wait) if wait > 0 else self._waiting.get_nowait()
                 except queue.Empty:

@@ -14,6 +14,7 @@ messages per object.
 
 import base64
 import collections
+import contextlib
 import hashlib
 import logging
 import threading
@@ -180,6 +181,26 @@ class PointerBatcher(GroupCommit[Pointer]):
                          signer or settings.pointer_signer(), topology.POINTER_EXCHANGE,
                          lambda pointer: topology.coordinator_route(pointer.object_id, shards), MAX_POINTERS_PER_BATCH,
                          "pointers", linger)
+        self._preparing = 0  # payloads being stored whose pointers will be handed over
+
+    @contextlib.contextmanager
+    def preparing(self) -> Iterator[None]:
+        """Around storing a payload and handing its pointer over: while any is on, the first
+        pointer of a message waits for company (up to the linger); once none is, it goes, so
+        an idle or lightly loaded producer adds little delay."""
+        with self._lock:
+            self._preparing += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._preparing -= 1
+                idle = self._preparing == 0
+            if idle:
+                self._nudge()  # a pointer lingering for company need not wait any longer
+
+    def _company_coming(self) -> bool:
+        return self._preparing > 0
 
     def _identity(self, item: Pointer) -> str:
         return item.object_id
@@ -372,6 +393,12 @@ class Producer:
         job = job or self.job
         check_envelope(job, recipients, content_type, metadata, self._allowed)
         self._check_queues(recipients)
+        with self._pointers.preparing() if self._pointers is not None else contextlib.nullcontext():
+            return self._prepare_and_hand_over(make_source, recipients, job, content_type, metadata, announced)
+
+    def _prepare_and_hand_over(self, make_source: Callable[[str], Source], recipients: Sequence[str], job: str,
+                               content_type: str, metadata: Mapping[str, str] | None,
+                               announced: Announcement | None) -> "tuple[Pointer, Future[None]]":
         object_id = announced.object_id if announced else uuid.uuid4().hex
         source = make_source(object_id)
         pointer = None

@@ -16,14 +16,12 @@ from claimcheck.producer import PointerBatcher
 from claimcheck.protocol import Pointer
 from tests.integration.integration_helpers import DeadLetters, LocalKeys, wait_until
 
-LINGER = 2.0  # long enough that every pointer handed over in a loop travels in one message
-
 
 def publish_together(settings: Settings, keyring: LocalKeys, pointers: list[Pointer]) -> int:
     """Hand every pointer to one PointerBatcher at once; the number of messages it published."""
-    batcher = PointerBatcher(settings, keyring.pointer, linger=LINGER)
+    batcher = PointerBatcher(settings, keyring.pointer)
     try:
-        sent: list[Future[None]] = [batcher.submit(pointer) for pointer in pointers]
+        sent: list[Future[None]] = batcher.submit_all(pointers)
         for future in sent:
             future.result(timeout=60)
     finally:
@@ -131,3 +129,27 @@ def test_an_object_to_try_again_brings_its_batch_back_and_only_it_is_processed_a
     assert consumer.stats.dead_lettered == 0
     dead_letters.drain()
     assert f"pointers-{ids[0]}+2" not in dead_letters.seen
+
+
+def test_a_pointer_waits_for_company_only_while_more_is_being_prepared(
+    coordinator_url: str, settings: Settings, keyring: LocalKeys, recipients: Callable[..., list[str]],
+    stored: Callable[..., Pointer],
+) -> None:
+    """With a linger far longer than the test's deadlines: a pointer handed over while another
+    payload is being prepared waits for its pointer and travels with it; a pointer handed over
+    when nothing else is being prepared goes at once."""
+    groups = recipients("billing")
+    first, second, alone = (stored(groups, size=1_000) for _ in range(3))
+    batcher = PointerBatcher(settings, keyring.pointer, linger=120.0)
+    try:
+        with batcher.preparing():
+            sent = [batcher.submit(first)]
+            with batcher.preparing():  # the second payload, stored meanwhile by another thread
+                sent.append(batcher.submit(second))
+        for future in sent:
+            future.result(timeout=30)
+        assert batcher.batches == 1
+        batcher.submit(alone).result(timeout=30)
+        assert batcher.batches == 2
+    finally:
+        batcher.close()
