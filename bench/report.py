@@ -673,8 +673,12 @@ def _method_section(results: dict[str, Any]) -> list[str]:
         "applier thread while the next batch is decoded and verified (the consuming thread had waited for PostgreSQL "
         "about a third of a drain), one multiple-ack per batch, deletes batched into `DeleteObjects`, prefetch 1,000;",
         "- consumers: workers hand their business ACKs to one publishing thread and go on with the next pointer; "
-        "the ACKs that wait (the first up to 5 ms) travel as one signed `ack_batch`; prefetch four times the workers;",
-        "- producer runs: the upload threads' intents travel together (`intent_batch`, one publishing thread);",
+        "the ACKs that wait (the first up to 5 ms), and those of one pointer batch's objects, travel as one signed "
+        "`ack_batch`; prefetch four times the workers;",
+        "- producer runs: the next uploads are announced ahead, up to four per upload thread in one `intent_batch`; "
+        "upload threads hand their pointers to one publishing thread and go on uploading; pointers ready while "
+        "another payload is still being stored (the first waits up to 50 ms for it) travel as one `pointer_batch`, "
+        "fanned out like a pointer (one enqueue per queue and one settlement per reader for all its objects);",
         "- producer: ISA-L gzip level 1, parts read as exactly one copy, at most three parts of 5 MiB in memory per "
         "upload, one glibc malloc arena (flat peak RSS up to 1 GiB payloads);",
         "- S3 client: no CRC32 on bodies and no SigV4 payload hash (the signed pointer's sha256 covers both), "

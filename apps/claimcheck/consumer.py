@@ -5,7 +5,8 @@ decompress, verify, process, publish the business ACK and wait for its confirm) 
 threads, each with a publishing connection of its own, so heartbeats keep flowing and confirms
 are awaited in parallel. Only after the business ACK is confirmed by the broker is the
 pointer's delivery acknowledged: a crash at any point makes the broker redeliver the pointer,
-and the ledger absorbs the duplicate ACK.
+and the ledger absorbs the duplicate ACK. A pointer batch's objects are each judged as if they
+had come alone; its delivery is settled once, when the last is decided (:func:`settlement.combine`).
 
 Nothing a publisher sends can stop a replica: a pointer that cannot be judged, for whatever
 reason, is dead-lettered alone (``internal: <error>``) and consuming goes on.

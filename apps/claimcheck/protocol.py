@@ -250,8 +250,7 @@ class PointerBatch(_Message):
 
     @model_validator(mode="after")
     def _one_fan_out(self) -> "PointerBatch":
-        if len({pointer.object_id for pointer in self.pointers}) != len(self.pointers):
-            raise ValueError("an object is named twice in one batch")
+        _each_object_once(self.pointers, "named")
         if len({pointer.recipients for pointer in self.pointers}) != 1:
             raise ValueError("every pointer of a batch names the same recipients")
         if any(pointer.is_inline for pointer in self.pointers):
@@ -311,8 +310,7 @@ class AckBatch(_Message):
 
     @model_validator(mode="after")
     def _each_object_once(self) -> "AckBatch":
-        if len({acked.object_id for acked in self.acks}) != len(self.acks):
-            raise ValueError("an object is confirmed twice in one batch")
+        _each_object_once(self.acks, "confirmed")
         return self
 
     def each(self) -> list[Ack]:
@@ -373,8 +371,7 @@ class IntentBatch(_Message):
 
     @model_validator(mode="after")
     def _each_object_once(self) -> "IntentBatch":
-        if len({announced.object_id for announced in self.intents}) != len(self.intents):
-            raise ValueError("an object is announced twice in one batch")
+        _each_object_once(self.intents, "announced")
         return self
 
     def each(self) -> list[Intent]:
@@ -394,6 +391,12 @@ class Barrier(_Message):
     type: Literal["barrier"] = "barrier"
     nonce: ObjectId
     created_at: Timestamp
+
+
+def _each_object_once(items: "tuple[Pointer, ...] | tuple[AckedObject, ...] | tuple[AnnouncedObject, ...]",
+                      verb: str) -> None:
+    if len({item.object_id for item in items}) != len(items):
+        raise ValueError(f"an object is {verb} twice in one batch")
 
 
 def _check_key(key: str, job: str, object_id: str) -> None:
