@@ -3,17 +3,22 @@ as one message each; every object is verified, confirmed and deleted once, a ref
 dead-letters its batch once per group without holding back the others, and an object to try
 again brings its whole batch back without losing or double-counting anything."""
 
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
 from typing import IO, Any
 
+import pytest
+
+from claimcheck import topology
 from claimcheck.config import Settings
 from claimcheck.consumer import RecipientConsumer
 from claimcheck.ledger import Ledger
 from claimcheck.producer import PointerBatcher
-from claimcheck.protocol import Pointer
+from claimcheck.protocol import Pointer, PointerBatch, now
+from claimcheck.publisher import BrokerSession
 from tests.integration.integration_helpers import DeadLetters, LocalKeys, wait_until
 
 
@@ -90,13 +95,13 @@ def test_a_refused_object_dead_letters_its_batch_once_per_group_and_the_others_a
     assert [consumer.stats.dead_lettered for consumer in consumers] == [1, 1]
 
 
-def test_an_object_to_try_again_brings_its_batch_back_and_only_it_is_processed_again(
+def test_an_object_to_try_again_brings_its_batch_back_and_each_object_is_deleted_once(
     coordinator_url: str, settings: Settings, keyring: LocalKeys, recipients: Callable[..., list[str]],
-    running: Callable[..., None], start_consumer: Callable[..., RecipientConsumer], stored: Callable[..., Pointer],
+    start_consumer: Callable[..., RecipientConsumer], stored: Callable[..., Pointer],
     object_exists: Callable[[Pointer], bool], db: Callable[..., list[tuple[Any, ...]]], dead_letters: DeadLetters,
 ) -> None:
-    billing, audit = recipients("billing", "audit")  # audit starts last: nothing is deleted before
-    pointers = [stored([billing, audit], size=5_000) for _ in range(3)]
+    (billing,) = recipients("billing")
+    pointers = [stored([billing], size=5_000) for _ in range(3)]
     ids = [pointer.object_id for pointer in pointers]
     failed_once = threading.Event()
     calls: list[str] = []
@@ -108,27 +113,52 @@ def test_an_object_to_try_again_brings_its_batch_back_and_only_it_is_processed_a
             fail = pointer.object_id == ids[1] and not failed_once.is_set()
             if fail:
                 failed_once.set()
-        if fail:  # once the batch's other objects were confirmed: they need not be processed again
-            wait_until(lambda: db("SELECT count(*) FROM acks WHERE object_id = ANY (%s)", [ids[0], ids[2]]) == [(2,)],
-                       30, "the other objects confirmed")
+        if fail:
             raise RuntimeError("the application failed once")
 
-    # Asking the coordinator, the replica does not process the batch's confirmed objects again.
-    consumer = RecipientConsumer(settings.model_copy(update={"coordinator_url": coordinator_url}), billing, hook)
-    running(billing, consumer.run, consumer.consuming)
+    consumer = start_consumer(billing, hook)
     assert publish_together(settings, keyring, pointers) == 1
 
-    wait_until(lambda: db("SELECT count(*) FROM acks WHERE object_id = ANY (%s)", ids) == [(3,)], 60,
-               "billing's confirmation of every object")
-    assert sorted(calls) == sorted([*ids, ids[1]])  # only the failed object was processed again
-    assert db("SELECT sum(duplicates) FROM acks WHERE object_id = ANY (%s)", ids) == [(0,)]
-    assert all(object_exists(pointer) for pointer in pointers)
-
-    start_consumer(audit)
     wait_until(lambda: deleted_once(db, pointers), 60, "every object deleted once")
+    assert not any(object_exists(pointer) for pointer in pointers)
+    assert db("SELECT count(*) FROM acks WHERE object_id = ANY (%s)", ids) == [(3,)]
+    assert calls.count(ids[1]) == 2  # failed, then processed on the batch's redelivery
     assert consumer.stats.dead_lettered == 0
     dead_letters.drain()
     assert f"pointers-{ids[0]}+2" not in dead_letters.seen
+
+
+def test_a_redelivered_batch_settles_what_its_group_confirmed_before_without_processing_it_again(
+    coordinator_url: str, settings: Settings, keyring: LocalKeys, recipients: Callable[..., list[str]],
+    running: Callable[..., None], stored: Callable[..., Pointer], object_exists: Callable[[Pointer], bool],
+    db: Callable[..., list[tuple[Any, ...]]], broker: BrokerSession, caplog: pytest.LogCaptureFixture,
+) -> None:
+    billing, audit = recipients("billing", "audit")  # audit never runs: nothing is deleted
+    pointers = [stored([billing, audit], size=5_000) for _ in range(3)]
+    ids = [pointer.object_id for pointer in pointers]
+    calls: list[str] = []
+    consumer = RecipientConsumer(settings.model_copy(update={"coordinator_url": coordinator_url}), billing,
+                                 lambda pointer, payload: calls.append(pointer.object_id))
+    running(billing, consumer.run, consumer.consuming)
+    assert publish_together(settings, keyring, pointers) == 1
+    wait_until(lambda: db("SELECT count(*) FROM acks WHERE object_id = ANY (%s)", ids) == [(3,)], 60,
+               "billing's confirmation of every object")
+
+    # The same signed batch once more, as the broker hands a batch back (x-delivery-count).
+    body = PointerBatch(created_at=now(), pointers=tuple(pointers)).encode()
+    caplog.set_level(logging.INFO, logger="claimcheck.consumer")
+    broker.publish(topology.POINTER_EXCHANGE, billing, body, message_id="again",
+                   headers={"x-delivery-count": 1, **keyring.sign(body)})
+
+    def settled_lines() -> list[str] | None:
+        lines = [record.getMessage() for record in caplog.records if "of a redelivered batch" in record.getMessage()]
+        return lines if len(lines) == 3 else None
+
+    settled = wait_until(settled_lines, 30, "the redelivered batch's objects settled")
+    assert sorted(line.split()[1] for line in settled) == sorted(ids)
+    assert sorted(calls) == sorted(ids)  # each processed once, on the first delivery only
+    assert db("SELECT sum(duplicates) FROM acks WHERE object_id = ANY (%s)", ids) == [(0,)]
+    assert all(object_exists(pointer) for pointer in pointers)
 
 
 def test_a_pointer_waits_for_company_only_while_more_is_being_prepared(
