@@ -130,8 +130,8 @@ class CoordinatorBench:
         acks: set[tuple[str, str]] = set()
         for queue, kept in self.messages.items():
             for doc in (json.loads(body) for _, body in kept):
-                if queue in self.pointer_queues:
-                    objects.update([doc["object_id"]] if doc["type"] == "pointer" else [])
+                if queue in self.pointer_queues:  # intents, barriers, a pointer or a pointer_batch
+                    objects.update(item["object_id"] for item in doc.get("pointers", [doc]) if item["type"] == "pointer")
                 else:  # an ack, or an ack_batch of several objects
                     acks.update((item["object_id"], doc["recipient"]) for item in doc.get("acks", [doc]))
         return len(objects), len(acks)

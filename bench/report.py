@@ -433,8 +433,11 @@ def _coordinator_section(coordinator: dict[str, Any], plots: Path) -> list[str]:
              "up to 1,000 objects per S3 `DeleteObjects` request (docs/protocol.md). "
              "Its limit, measured right after in the same repetition: the same broker messages put back once more and "
              "drained by a bare pika consumer that only acknowledges (prefetch 1,000, one multiple-ack per 100). The "
-             "queues hold intents, pointers and ACK messages; consumers batch ACKs (`ack_batch`), so there are fewer ACK "
-             "messages than ACKs.", ""]
+             "queues hold intents, pointers and ACKs, which producer and consumers batch (`intent_batch`, "
+             "`pointer_batch`, `ack_batch`): there are fewer broker messages than objects and ACKs, and the bare "
+             "consumer's work per object shrinks with them while the coordinator's does not."
+             + (f" This section comes from run `{coordinator['run_id']}`, which ran it alone." if coordinator.get("run_id")
+                else ""), ""]
     rows = [[
         fmt_summary([d["acks_per_s"] for d in drains]),
         fmt_summary([d["messages_per_s"] for d in drains]),
