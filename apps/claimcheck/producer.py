@@ -112,9 +112,10 @@ class IntentBatcher(GroupCommit[Intent]):
 
 
 class Announcement(NamedTuple):
-    """An upload announced ahead: the object id its intent names, and when that intent was confirmed."""
+    """An upload announced ahead: the object id and key its intent names, and when that intent was confirmed."""
 
     object_id: str
+    key: str
     at: float
 
 
@@ -146,17 +147,15 @@ class AheadAnnouncer:
     def _announce(self, count: int) -> None:
         if count < 1:
             raise RuntimeError("every upload of the run was announced")
-        ids = [uuid.uuid4().hex for _ in range(count)]
-        for sent in self._intents.submit_all([
-            Intent(object_id=object_id, job=self._job, bucket=self._settings.s3_bucket,
-                   key=object_key(self._job, object_id, OBJECT_KEY_EXTENSION, self._settings.s3_key_prefix),
-                   created_at=now())
-            for object_id in ids
-        ]):
+        intents = [Intent(object_id=object_id, job=self._job, bucket=self._settings.s3_bucket,
+                          key=object_key(self._job, object_id, OBJECT_KEY_EXTENSION, self._settings.s3_key_prefix),
+                          created_at=now())
+                   for object_id in (uuid.uuid4().hex for _ in range(count))]
+        for sent in self._intents.submit_all(intents):
             sent.result()
         at = time.monotonic()
         self._left -= count
-        self._ready.extend(Announcement(object_id, at) for object_id in ids)
+        self._ready.extend(Announcement(intent.object_id, intent.key, at) for intent in intents)
 
 
 # How long the first pointer of a message waits for others. Upload threads do not wait for it:
@@ -433,7 +432,7 @@ class Producer:
 
         def announce(intent: Intent) -> None:
             if ahead is not None:
-                if intent.key != object_key(job, object_id, OBJECT_KEY_EXTENSION, self._settings.s3_key_prefix):
+                if intent.key != ahead.key:
                     raise ValueError(f"object {object_id} was announced under another key than {intent.key}")
                 announced.append(ahead.at)
                 return
