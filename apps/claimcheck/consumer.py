@@ -79,6 +79,8 @@ class RecipientConsumer:
         self._settings = settings
         self._recipient = recipient
         self._hook = hook
+        # The default hook reads nothing: verify each payload without keeping a copy of it.
+        self._keep_payload = hook is not noop_hook
         self._verifier = settings.consumer_verifier(recipient)
         self._ack_signer = settings.ack_signer(recipient)
         self._s3 = store.client(settings)
@@ -168,7 +170,7 @@ class RecipientConsumer:
                                      "confirmed it before")
         started = time.monotonic()
         try:
-            payload = store.open_verified(self._s3, pointer, self._storage)
+            payload = store.open_verified(self._s3, pointer, self._storage, keep=self._keep_payload)
         except store.ObjectMissing as missing:
             self._explain_missing(pointer, missing)
         with payload:

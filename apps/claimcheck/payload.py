@@ -1,7 +1,7 @@
 """Produce step: a JSON payload of an exact size, generated and gzipped as a stream.
 
 Nothing here holds the whole payload: the generator yields chunks and
-:class:`GzipHashingReader` compresses them on demand while hashing both sides, so memory stays
+:class:`GzipHashingReader` compresses them on demand while hashing the payload, so memory stays
 flat whatever ``MSG_SIZE`` is.
 """
 
@@ -52,10 +52,11 @@ def generate(size: int, job: str, object_id: str, seq: int) -> Iterator[bytes]:
 
 
 class GzipHashingReader(io.RawIOBase):
-    """A read-only stream of the gzip of ``chunks``, recording sizes and sha256 of both forms.
+    """A read-only stream of the gzip of ``chunks``, recording both sizes and the payload's sha256.
 
     boto3's multipart upload reads from it part by part, so at most a few parts are in memory.
-    The digests are final once the stream has been read to its end.
+    Sizes and digest are final once the stream has been read to its end. The gzip object is not
+    hashed: the payload's sha256 already covers it (see ``protocol.Pointer``).
     """
 
     def __init__(self, chunks: Iterator[bytes], level: int = GZIP_LEVEL) -> None:
@@ -67,7 +68,6 @@ class GzipHashingReader(io.RawIOBase):
         self._buffered = 0
         self._done = False
         self.payload_hash = hashlib.sha256()
-        self.object_hash = hashlib.sha256()
         self.payload_size = 0
         self.object_size = 0
 
@@ -111,7 +111,6 @@ class GzipHashingReader(io.RawIOBase):
 
     def _emit(self, data: bytes) -> None:
         if data:
-            self.object_hash.update(data)
             self.object_size += len(data)
             self._pending.append(data)
             self._buffered += len(data)

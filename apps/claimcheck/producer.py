@@ -260,7 +260,7 @@ def _stored_pointer(s3: Any, settings: Settings, storage: StorageOptions, object
     return make_pointer(
         object_id=object_id, job=job, bucket=bucket, key=key, content_type=content_type,
         payload_size=stream.payload_size, payload_sha256=stream.payload_hash.hexdigest(),
-        object_size=stream.object_size, object_sha256=stream.object_hash.hexdigest(),
+        object_size=stream.object_size,
         recipients=recipients, metadata=dict(metadata) if metadata else None, sse_customer_key_md5=key_md5,
     )
 

@@ -135,21 +135,26 @@ class _Message(BaseModel):
 
 
 class StoredObject(NamedTuple):
-    """Where a stored payload lives, and the gzip object's size and sha256."""
+    """Where a stored payload lives, the gzip object's size, and its sha256 if the pointer names one."""
 
     bucket: str
     key: str
     size: int
-    sha256: str
+    sha256: str | None
 
 
 class Pointer(_Message):
     """Names a payload and the recipient groups that must each confirm it.
 
-    The payload is either stored in S3 (``bucket``, ``key``, ``object_size``, ``object_sha256``
-    of the gzip object) or carried ``inline`` (base64, ``content_encoding`` ``identity``); fields
-    of the other form are absent. A pointer using none of the optional fields encodes exactly as
-    before they existed, so older consumers read it.
+    The payload is either stored in S3 (``bucket``, ``key``, ``object_size`` of the gzip object)
+    or carried ``inline`` (base64, ``content_encoding`` ``identity``); fields of the other form
+    are absent. A pointer using none of the optional fields encodes exactly as before they
+    existed, so older consumers read it.
+
+    ``object_sha256`` (of the gzip object) is optional: the payload's size and sha256, checked
+    end to end behind a bounded decompression, already refuse any altered object, so producers
+    no longer hash the object a second time. Pointers of earlier producers still carry it, and
+    consumers still check it when it is there.
     """
 
     type: Literal["pointer"] = "pointer"
@@ -180,7 +185,7 @@ class Pointer(_Message):
     @property
     def stored(self) -> StoredObject:
         """The stored object this pointer names; ValueError for an inline payload."""
-        if self.bucket is None or self.key is None or self.object_size is None or self.object_sha256 is None:
+        if self.bucket is None or self.key is None or self.object_size is None:
             raise ValueError("the payload of this pointer travels inline; nothing is stored")
         return StoredObject(self.bucket, self.key, self.object_size, self.object_sha256)
 
@@ -192,9 +197,9 @@ class Pointer(_Message):
 
     @model_validator(mode="after")
     def _one_storage_form(self) -> "Pointer":
-        stored = (self.bucket, self.key, self.object_size, self.object_sha256)
+        located = (self.bucket, self.key, self.object_size)
         if self.inline is not None:
-            if any(field is not None for field in stored) or self.sse_customer_key_md5 is not None:
+            if any(field is not None for field in (*located, self.object_sha256, self.sse_customer_key_md5)):
                 raise ValueError("an inline pointer names no bucket, key, object size, object sha256 or SSE key")
             if self.content_encoding != "identity":
                 raise ValueError("an inline payload has content_encoding identity")
@@ -207,8 +212,8 @@ class Pointer(_Message):
             if length != self.payload_size:
                 raise ValueError(f"inline payload holds {length} bytes, payload_size says {self.payload_size}")
             return self
-        if any(field is None for field in stored):
-            raise ValueError("a pointer to a stored object needs bucket, key, object_size and object_sha256")
+        if any(field is None for field in located):
+            raise ValueError("a pointer to a stored object needs bucket, key and object_size")
         if self.content_encoding != "gzip":
             raise ValueError("a stored object has content_encoding gzip")
         assert self.key is not None

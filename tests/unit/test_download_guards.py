@@ -45,11 +45,12 @@ class ObjectStore:
         return {"Body": self.body, "ContentLength": self.content_length}
 
 
-def pointer_for(stored: bytes, payload: bytes, **announced: int) -> Pointer:
-    """A pointer to ``stored`` (the gzip object) and ``payload`` (what it should inflate to)."""
+def pointer_for(stored: bytes, payload: bytes, **announced: Any) -> Pointer:
+    """A pointer to ``stored`` (the gzip object) and ``payload`` (what it should inflate to), as
+    producers write them (no ``object_sha256``, unless ``announced`` gives one)."""
     object_id = uuid.uuid4().hex
     fields: dict[str, Any] = {
-        "object_size": len(stored), "object_sha256": hashlib.sha256(stored).hexdigest(),
+        "object_size": len(stored),
         "payload_size": len(payload), "payload_sha256": hashlib.sha256(payload).hexdigest(), **announced,
     }
     return make_pointer(object_id=object_id, job="run-1", bucket="claimcheck", key=object_key("run-1", object_id),
@@ -63,7 +64,8 @@ def test_a_matching_object_is_returned_rewound() -> None:
         assert spool.read() == payload
 
 
-def test_a_gzip_bomb_stops_just_past_the_announced_payload_size() -> None:
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_gzip_bomb_stops_just_past_the_announced_payload_size(keep: bool) -> None:
     payload = bytes(64 * KiB * KiB)  # 64 MiB of zeros: a 64 KiB object
     stored = gzip.compress(payload)
     pointer, s3 = pointer_for(stored, payload, payload_size=KiB), ObjectStore(stored)
@@ -71,7 +73,7 @@ def test_a_gzip_bomb_stops_just_past_the_announced_payload_size() -> None:
     tracemalloc.start()
     try:
         with pytest.raises(store.IntegrityError, match="exceeds the announced 1024 bytes"):
-            store.download_verified(s3, pointer)
+            store.download_verified(s3, pointer, keep=keep)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -121,3 +123,49 @@ def test_an_object_that_is_not_gzip_is_refused() -> None:
     stored = b"not gzip at all" * 10
     with pytest.raises(store.IntegrityError, match="not valid gzip"):
         store.download_verified(ObjectStore(stored), pointer_for(stored, b"whatever"))
+
+
+def test_every_altered_byte_of_an_object_is_refused_or_inflates_to_the_announced_payload() -> None:
+    """Without ``object_sha256`` the payload checks alone guard the object: a consumer never sees
+    other bytes than the announced ones. (Some bytes name no content, such as the gzip header's
+    mtime or a deflate block's padding bits: they may change without changing the payload, and
+    that object passes, rightly.)"""
+    payload = b'{"n": %d}' % 7 * 300 + uuid.uuid4().bytes * 8
+    stored = gzip.compress(payload, mtime=0)
+    pointer = pointer_for(stored, payload)
+    refused = 0
+    for offset in range(len(stored)):
+        altered = bytearray(stored)
+        altered[offset] ^= 0x5A
+        try:
+            with store.download_verified(ObjectStore(bytes(altered)), pointer) as spool:
+                assert spool.read() == payload, f"byte {offset} altered the payload unnoticed"
+        except store.IntegrityError:
+            refused += 1
+    assert refused > len(stored) - 16
+
+
+def test_an_earlier_producers_object_sha256_is_still_checked() -> None:
+    payload = b"w" * 10 * KiB
+    stored = gzip.compress(payload, mtime=0)
+    other = gzip.compress(payload, mtime=1)  # the same payload in a different object of the same size
+    pointer = pointer_for(stored, payload, object_sha256=hashlib.sha256(stored).hexdigest())
+    with store.download_verified(ObjectStore(stored), pointer) as spool:
+        assert spool.read() == payload
+    with pytest.raises(store.IntegrityError, match="object sha256 mismatch"):
+        store.download_verified(ObjectStore(other), pointer)
+
+
+def test_without_keep_the_payload_is_verified_and_not_kept() -> None:
+    payload = uuid.uuid4().bytes * 256 * KiB  # 4 MiB, past the spool's 2 MiB in memory
+    stored = gzip.compress(payload)
+    tracemalloc.start()
+    try:
+        with store.download_verified(ObjectStore(stored), pointer_for(stored, payload), keep=False) as empty:
+            assert empty.read() == b""
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * KiB * KiB, f"verifying without keeping allocated {peak} bytes"
+    with pytest.raises(store.IntegrityError, match="payload sha256 mismatch"):
+        store.download_verified(ObjectStore(stored), pointer_for(stored, payload[:-1] + b"?"), keep=False)

@@ -24,7 +24,7 @@ def test_chunks_stay_bounded() -> None:
     assert max(len(chunk) for chunk in generate(5 * CHUNK_SIZE, "j", "0" * 32, 0)) <= CHUNK_SIZE
 
 
-def test_gzip_reader_hashes_both_forms() -> None:
+def test_gzip_reader_measures_both_forms_and_hashes_the_payload() -> None:
     reader = GzipHashingReader(generate(300_000, "j", "0" * 32, 1))
     compressed = b""
     while chunk := reader.read(4096):
@@ -33,7 +33,6 @@ def test_gzip_reader_hashes_both_forms() -> None:
     assert reader.payload_size == len(payload) == 300_000
     assert reader.payload_hash.hexdigest() == hashlib.sha256(payload).hexdigest()
     assert reader.object_size == len(compressed)
-    assert reader.object_hash.hexdigest() == hashlib.sha256(compressed).hexdigest()
     assert len(compressed) < len(payload)
 
 
@@ -49,4 +48,4 @@ def test_gzip_reader_gives_exact_reads_of_any_size_and_the_rest_at_the_end(sizes
         offset += len(piece)
     assert reader.readinto(bytearray(100)) == 0 and reader.read(10) == b""
     assert len(gzip.decompress(compressed)) == 4 * CHUNK_SIZE + 5
-    assert reader.object_hash.hexdigest() == hashlib.sha256(compressed).hexdigest()
+    assert reader.object_size == len(compressed)

@@ -25,6 +25,19 @@ def test_pointer_round_trips_and_derives_recipients_total() -> None:
     assert decoded.recipients_total == 2
 
 
+def test_a_stored_pointer_needs_no_object_sha256_and_encodes_without_it() -> None:
+    """Producers no longer hash the gzip object; pointers of earlier ones still carry its sha256."""
+    current, earlier = pointer(object_sha256=None), pointer()
+    assert "object_sha256" not in json.loads(current.encode())
+    assert decode(current.encode(), Pointer).stored.sha256 is None
+    assert decode(earlier.encode(), Pointer).stored.sha256 == "b" * 64
+
+
+def test_a_stored_pointer_without_its_object_size_is_invalid() -> None:
+    with pytest.raises(InvalidMessage, match="needs bucket, key and object_size"):
+        decode(_mutated(object_size=None), Pointer)
+
+
 def test_ack_round_trips() -> None:
     ack = Ack(object_id="1" * 32, job="j", recipient="audit", payload_sha256=SHA, consumer="c", acked_at=now())
     assert decode(ack.encode(), Ack) == ack
