@@ -84,7 +84,7 @@ def write(results: dict[str, Any], doc: Path, plots: Path) -> None:
     if "relief" in results:
         lines += _relief_section(results["relief"], plots)
     if "coordinator" in results:
-        lines += _coordinator_section(results["coordinator"], plots)
+        lines += _coordinator_section(results["coordinator"], plots, results.get("machine", {}).get("cores") or 1)
     if "memory" in results:
         lines += _memory_section(results["memory"], plots)
         lines += _pipeline_rss(results.get("sizes", []))
@@ -116,6 +116,8 @@ def _summary_section(results: dict[str, Any]) -> list[str]:
         met = statistics.median(ratios) >= 0.8 if ratios else None
         rows.append(["full pipeline ≥ 80 % of the stack limit, 1 MiB, 2 groups",
                      fmt_summary([100 * r for r in ratios], 3) + " %", _goal(met)])
+        rows.append(["… ≥ 50 % (performance round 2)", fmt_summary([100 * r for r in ratios], 3) + " %",
+                     _goal(statistics.median(ratios) >= 0.5 if ratios else None)])
         counted = [run for run in ok(one["pipeline"]) if run.get("enqueues_per_object")]
         if counted:
             enqueues = [run["enqueues_per_object"] for run in counted]
@@ -280,7 +282,27 @@ def _ceiling_lines(sizes: list[dict[str, Any]], cores: int) -> list[str]:
                      "B: RabbitMQ + PostgreSQL CPU ms/object", f"ceiling: {cores} ÷ (L + B) ÷ limit objects/s",
                      "measured pipeline ÷ limit", "P: required per-byte CPU ms/object", "extended ceiling objects/s",
                      "extended ceiling MiB/s", "measured pipeline ÷ extended ceiling"], rows)
-    return lines + _passes_lines(sizes)
+    one = next((entry for entry in sizes if entry["size"] == MiB), None)
+    return lines + (_half_limit_lines(one, cores) if one else []) + _passes_lines(sizes)
+
+
+def _half_limit_lines(entry: dict[str, Any], cores: int) -> list[str]:
+    """What half the limit's rate at 1 MiB asks of the whole pipeline's CPU per object, against what each part
+    used: the measured distance to that goal."""
+    pairs = [(pipe, limit) for pipe, limit in zip(ok(entry["pipeline"]), ok(entry["limit"]), strict=False)
+             if pipe.get("cpu") and finite(limit.get("objects_per_s"))]
+    if not pairs:
+        return []
+    budget = [1000 * cores / (0.5 * limit["objects_per_s"]) for _, limit in pairs]
+    used = [1000 * sum(pipe["cpu"].values()) / pipe["count"] for pipe, _ in pairs]
+    busy = [sum(pipe["cpu"].values()) / pipe["count"] * pipe["objects_per_s"] for pipe, _ in pairs]
+    parts = sorted(pairs[0][0]["cpu"], key=lambda part: -pairs[0][0]["cpu"][part])
+    each = ", ".join(f"{part} {_ms([pipe['cpu'].get(part, 0.0) / pipe['count'] for pipe, _ in pairs])}" for part in parts)
+    return [f"**What half the limit asks at 1 MiB.** At half the limit's rate the {cores} cores allow "
+            f"{fmt_summary(budget)} ms of CPU per object to the whole pipeline; it used {fmt_summary(used)} ms ({each}; "
+            "the producer's includes its ~0.5 s start-up), keeping "
+            f"{fmt_summary(busy)} cores busy: it is bound by CPU, and reaching half the limit means that much less CPU "
+            "per object.", ""]
 
 
 # The passes timed alone, and the two timed as the product runs them, as the per-size table names them.
@@ -423,7 +445,7 @@ def _relief_section(relief: dict[str, Any], plots: Path) -> list[str]:
     return lines
 
 
-def _coordinator_section(coordinator: dict[str, Any], plots: Path) -> list[str]:
+def _coordinator_section(coordinator: dict[str, Any], plots: Path, cores: int) -> list[str]:
     drains = ok(coordinator["drains"])
     lines = ["## 3. Coordinator ACK throughput", "",
              f"The product fills the coordinator's queues (producer and consumers of two groups, no coordinator running): "
@@ -468,12 +490,33 @@ def _coordinator_section(coordinator: dict[str, Any], plots: Path) -> list[str]:
         parts = ("coordinator", "postgresql", "rabbitmq")
         lines += _table(["coordinator", "PostgreSQL", "RabbitMQ (3 nodes)"],
                         [[fmt_summary([d["cpu_us_per_message"].get(part, 0.0) for d in measured]) for part in parts]])
+        lines += _half_drain_lines(coordinator["objects"], [d for d in measured if "bare_messages_per_s" in d], cores)
     lines += [f"![coordinator against the upsert baseline](bench/{figures.plot_coordinator(coordinator, plots)})", ""]
     lines += _shards_lines(coordinator)
     failed = [d["error"] for d in coordinator["drains"] + coordinator.get("sharded", {}).get("drains", []) if d.get("error")]
     if failed:
         lines += [f"Failed repetitions: {'; '.join(failed)}", ""]
     return lines
+
+
+def _half_drain_lines(objects: int, drains: list[dict[str, Any]], cores: int) -> list[str]:
+    """What half the bare drain would ask of the coordinator, PostgreSQL and RabbitMQ per object, against what
+    they used: the measured reason the coordinator is as far from that goal as it is."""
+    if not drains:
+        return []
+    half = [0.5 * d["bare_messages_per_s"] * objects / d["kept_messages"] for d in drains]
+    budget = [cores * 1e6 / rate for rate in half]
+
+    def per_object(part: str) -> str:
+        return fmt_summary([d["cpu_us_per_message"].get(part, 0.0) * d["kept_messages"] / objects for d in drains])
+
+    return [f"**What half the bare drain asks.** Half its rate is {fmt_summary(half)} objects/s. On {cores} cores that "
+            f"leaves at most {fmt_summary(budget)} µs of CPU per object for the coordinator, PostgreSQL and RabbitMQ "
+            f"together; per object they used {per_object('coordinator')}, {per_object('postgresql')} and "
+            f"{per_object('rabbitmq')} µs. Every object is several ledger rows (its object row, one ACK row per "
+            "group, its deletion), written and read back in the transaction that keeps the count exactly once, and "
+            "one signature check and JSON decode per message in the coordinator: work per object that the bare drain "
+            "does not do and batching messages does not shrink.", ""]
 
 
 def _shards_lines(coordinator: dict[str, Any]) -> list[str]:

@@ -2,8 +2,11 @@
 threads, reading the dead-letter queue, and raw publishing for protocol-level tests."""
 
 import collections
+import json
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pika
@@ -102,3 +105,19 @@ def ack_for(pointer: Pointer, recipient: str, sha256: str | None = None) -> Ack:
         consumer="test",
         acked_at=now(),
     )
+
+
+# bench/rss.py: a launcher of a few MiB that records its command's own peak RSS. Started straight
+# from pytest (vfork), a child's ru_maxrss would start from pytest's high-water mark (~115 MiB),
+# which hid any peak below it.
+RSS_LAUNCHER = Path(__file__).resolve().parents[2] / "bench" / "rss.py"
+
+
+def rss_measured(command: list[str], report: Path) -> list[str]:
+    """``command`` run under the launcher, which writes its exit code and peak RSS to ``report``."""
+    return [sys.executable, "-S", str(RSS_LAUNCHER), str(report), "--", *command]
+
+
+def peak_rss(report: Path) -> int:
+    """The peak RSS in bytes that ``rss_measured`` recorded."""
+    return int(json.loads(report.read_text())["maxrss_bytes"])

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.integration.integration_helpers import unique
+from tests.integration.integration_helpers import peak_rss, rss_measured, unique
 
 MiB = 1024 * 1024
 # Allowed growth of peak RSS from a 1 MiB to a 100 MiB payload: a few S3 parts and buffers.
@@ -17,18 +17,15 @@ GROWTH_LIMIT = 32 * MiB
 
 
 def run_measured(args: list[str], env: dict[str, str], log: Path) -> tuple[int, int, str]:
-    """Run ``python -m claimcheck ARGS``; return exit code, peak RSS in bytes, stdout."""
+    """Run ``python -m claimcheck ARGS``; return exit code, its own peak RSS in bytes, stdout."""
+    report = log.with_suffix(".rss.json")
     with log.open("wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "claimcheck", *args], env=env,
-                                   stdout=subprocess.PIPE, stderr=stderr)
-        assert process.stdout is not None
-        out = process.stdout.read().decode()
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, usage.ru_maxrss * 1024, out
+        process = subprocess.run(rss_measured([sys.executable, "-m", "claimcheck", *args], report), env=env,
+                                 stdout=subprocess.PIPE, stderr=stderr, check=False)
+    return process.returncode, peak_rss(report), process.stdout.decode()
 
 
-def peak_rss(size: str, recipient: str, env: dict[str, str], logs: Path) -> tuple[int, int]:
+def peaks(size: str, recipient: str, env: dict[str, str], logs: Path) -> tuple[int, int]:
     """Peak RSS of a producer storing one payload of ``size`` and a consumer verifying it."""
     job = unique("memory")
     code, producer_rss, out = run_measured(
@@ -52,8 +49,8 @@ def test_100_mib_payload_through_producer_and_consumer_with_flat_memory(
     (name,) = recipients("bulk")
     env = {**os.environ, "CLAIMCHECK_COORDINATOR_URL": coordinator_url}
 
-    small = peak_rss("1MiB", name, env, tmp_path)
-    large = peak_rss("100MiB", name, env, tmp_path)
+    small = peaks("1MiB", name, env, tmp_path)
+    large = peaks("100MiB", name, env, tmp_path)
 
     print(f"peak RSS, 1 MiB -> 100 MiB payload: producer {small[0] / MiB:.0f} -> {large[0] / MiB:.0f} MiB, "
           f"consumer {small[1] / MiB:.0f} -> {large[1] / MiB:.0f} MiB")
