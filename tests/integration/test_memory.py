@@ -12,8 +12,10 @@ from pathlib import Path
 from tests.integration.integration_helpers import peak_rss, rss_measured, unique
 
 MiB = 1024 * 1024
-# Allowed growth of peak RSS from a 1 MiB to a 100 MiB payload: a few S3 parts and buffers.
-GROWTH_LIMIT = 32 * MiB
+# Allowed growth of peak RSS from a 1 MiB to a 100 MiB payload: a few S3 parts and buffers (the
+# producer grew by 26-31 MiB once measured apart from pytest's peak: 8 MiB read to choose between
+# one PUT and a multipart upload, up to three 5 MiB parts read ahead, two in flight).
+GROWTH_LIMIT = 40 * MiB
 
 
 def run_measured(args: list[str], env: dict[str, str], log: Path) -> tuple[int, int, str]:
