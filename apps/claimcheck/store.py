@@ -251,7 +251,9 @@ class _Prepended(io.RawIOBase):
         if size < len(head):
             self._head = head[size:]
             return head[:size]
-        return head + (self._rest.read(size - len(head)) or b"") if size > len(head) else head
+        if size == len(head):
+            return head
+        return head + (self._rest.read(size - len(head)) or b"")
 
 
 def delete(s3: Any, bucket: str, key: str) -> None:
